@@ -1,0 +1,51 @@
+"""Softmax attention with an optional boolean mask and additive bias: fast and reference."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def attend(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    *,
+    scale: float,
+    mask: Tensor | None = None,
+    bias: Tensor | None = None,
+    dropout_p: float = 0.0,
+    reference: bool = False,
+) -> Tensor:
+    """softmax(q kᵀ · scale + bias) v over keys allowed by `mask`.
+
+    q (..., L, d), k (..., S, d), v (..., S, dv); mask bool broadcastable to (..., L, S),
+    True where a query may attend a key (every row must allow at least one key);
+    bias float broadcastable to (..., L, S).
+    """
+    if reference:
+        logits = (q @ k.transpose(-2, -1)) * scale
+        if bias is not None:
+            logits = logits + bias
+        if mask is not None:
+            logits = logits.masked_fill(~mask, float("-inf"))
+        weights = logits.float().softmax(dim=-1).to(q.dtype)
+        if dropout_p > 0:
+            weights = F.dropout(weights, p=dropout_p)
+        return weights @ v
+    attn_mask = mask
+    if bias is not None:
+        attn_mask = bias.to(q.dtype)
+        if mask is not None:
+            attn_mask = attn_mask.masked_fill(~mask, float("-inf"))
+    return F.scaled_dot_product_attention(
+        q, k, v, attn_mask=attn_mask, dropout_p=dropout_p, scale=scale
+    )
+
+
+def block_mask(key_valid: Tensor) -> Tensor:
+    """(nb, L) key validity of nb blocks -> (nb, L, L) mask; every query may see itself."""
+    length = key_valid.shape[-1]
+    eye = torch.eye(length, dtype=torch.bool, device=key_valid.device)
+    return key_valid[:, None, :] | eye

@@ -1,0 +1,138 @@
+"""The contract every mechanism implements, and the layout handling they share."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from ._checks import check_heads, check_positive_int, check_probability
+
+
+def check_hw(hw: object) -> tuple[int, int]:
+    if not isinstance(hw, (tuple, list)) or len(hw) != 2:
+        raise ValueError(f"hw={hw!r} must be a pair (H, W)")
+    h, w = hw
+    check_positive_int("hw[0] (H)", int(h) if isinstance(h, int) else h)
+    check_positive_int("hw[1] (W)", int(w) if isinstance(w, int) else w)
+    return int(h), int(w)
+
+
+def to_tokens(x: Tensor, hw: object, dim: int) -> tuple[Tensor, int, int, bool]:
+    """Validate an input and return it as (B, N, C) tokens, H, W and whether it was a map."""
+    if not isinstance(x, Tensor):
+        raise ValueError(f"input must be a torch.Tensor, got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise ValueError(f"input dtype={x.dtype} must be a floating point type")
+    if x.dim() == 4:
+        b, c, h, w = x.shape
+        if min(b, h, w) < 1:
+            raise ValueError(f"input shape={tuple(x.shape)}: B, H and W must be >= 1")
+        if c != dim:
+            raise ValueError(f"input has C={c} channels (shape {tuple(x.shape)}) but dim={dim}")
+        if hw is not None and check_hw(hw) != (h, w):
+            raise ValueError(f"hw={tuple(hw)} does not match the input map H, W=({h}, {w})")
+        return x.flatten(2).transpose(1, 2), h, w, True
+    if x.dim() == 3:
+        b, n, c = x.shape
+        if hw is None:
+            raise ValueError(f"a (B, N, C) input of shape {tuple(x.shape)} needs hw=(H, W)")
+        h, w = check_hw(hw)
+        if h * w != n:
+            raise ValueError(f"hw=({h}, {w}) gives H*W={h * w} but the input has N={n} tokens")
+        if c != dim:
+            raise ValueError(f"input has C={c} channels (shape {tuple(x.shape)}) but dim={dim}")
+        if b < 1:
+            raise ValueError(f"input shape={tuple(x.shape)}: B must be >= 1")
+        return x, h, w, False
+    raise ValueError(
+        f"input must be (B, C, H, W) or (B, N, C) with hw; got shape={tuple(x.shape)} ({x.dim()}-D)"
+    )
+
+
+class AttentionBase(nn.Module):
+    """Base class of every mechanism.
+
+    Subclasses implement `forward_tokens(x, H, W)` on (B, N, C) tokens (row-major, N = H*W)
+    and `macs(H, W)`; this class validates the input and converts the layouts:
+    (B, C, H, W) -> (B, C, H, W) and (B, N, C) with `hw=(H, W)` -> (B, N, C).
+
+    `reference=True` (constructor argument, or the attribute set later) selects the plain,
+    readable implementation that the fast path is tested against.
+    """
+
+    name: ClassVar[str] = ""
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        attn_drop: float = 0.0,
+        proj_drop: float = 0.0,
+        reference: bool = False,
+    ) -> None:
+        super().__init__()
+        check_heads(dim, num_heads)
+        self.dim = dim
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.scale = self.head_dim**-0.5
+        self.attn_drop = check_probability("attn_drop", attn_drop)
+        self.proj_drop = nn.Dropout(check_probability("proj_drop", proj_drop))
+        self.reference = bool(reference)
+
+    def forward(self, x: Tensor, hw: tuple[int, int] | None = None) -> Tensor:
+        tokens, h, w, is_map = to_tokens(x, hw, self.dim)
+        out = self.forward_tokens(tokens, h, w)
+        if is_map:
+            return out.transpose(1, 2).reshape(x.shape)
+        return out
+
+    def forward_tokens(self, x: Tensor, h: int, w: int) -> Tensor:
+        """(B, N, C) tokens of an H x W map -> (B, N, C)."""
+        raise NotImplementedError
+
+    def macs(self, h: int, w: int) -> int:
+        """Multiply-accumulates of the matmul, linear and conv ops for one H x W image."""
+        raise NotImplementedError
+
+    @property
+    def attn_dropout_p(self) -> float:
+        return self.attn_drop if self.training else 0.0
+
+    def settings(self) -> dict[str, Any]:
+        """The mechanism's own key settings (shown by repr and the benchmark)."""
+        return {}
+
+    def extra_repr(self) -> str:
+        items = {"dim": self.dim, "num_heads": self.num_heads, **self.settings()}
+        if self.reference:
+            items["reference"] = True
+        return ", ".join(f"{k}={v}" for k, v in items.items())
+
+    def split_heads(self, t: Tensor) -> Tensor:
+        """(B, L, h*d) -> (B, h, L, d)."""
+        b, n, _ = t.shape
+        return t.reshape(b, n, self.num_heads, -1).transpose(1, 2)
+
+    @staticmethod
+    def merge_heads(t: Tensor) -> Tensor:
+        """(B, h, L, d) -> (B, L, h*d)."""
+        b, h, n, d = t.shape
+        return t.transpose(1, 2).reshape(b, n, h * d)
+
+
+def as_map(x: Tensor, h: int, w: int) -> Tensor:
+    """(B, N, C) tokens -> (B, C, H, W)."""
+    return x.transpose(1, 2).reshape(x.shape[0], x.shape[2], h, w)
+
+
+def as_tokens(x: Tensor) -> Tensor:
+    """(B, C, H, W) -> (B, N, C)."""
+    return x.flatten(2).transpose(1, 2)
+
+
+def new_tensor_like(x: Tensor, data: Any) -> Tensor:
+    """A constant made with x's dtype and device (positional tensors never default to fp32)."""
+    return torch.as_tensor(data, dtype=x.dtype, device=x.device)

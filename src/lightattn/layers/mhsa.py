@@ -1,0 +1,44 @@
+"""Full multi-head self-attention, the baseline every other mechanism is compared with."""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from ._attend import attend
+from ._base import AttentionBase
+from ._registry import register_attention
+
+
+@register_attention("mhsa")
+class MultiHeadSelfAttention(AttentionBase):
+    """Global softmax attention over all N = H*W tokens (Vaswani et al. 2017; ViT).
+
+    (B, C, H, W) -> (B, C, H, W), or (B, N, C) with hw -> (B, N, C).
+    Cost O(N² C): MACs = 3NC² + 2N²C + NC². Fast path: `scaled_dot_product_attention`.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int = 8,
+        qkv_bias: bool = True,
+        attn_drop: float = 0.0,
+        proj_drop: float = 0.0,
+        reference: bool = False,
+    ) -> None:
+        super().__init__(dim, num_heads, attn_drop, proj_drop, reference)
+        self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward_tokens(self, x: Tensor, h: int, w: int) -> Tensor:
+        b, n, c = x.shape
+        qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        out = attend(
+            qkv[0], qkv[1], qkv[2],
+            scale=self.scale, dropout_p=self.attn_dropout_p, reference=self.reference,
+        )  # fmt: skip
+        return self.proj_drop(self.proj(self.merge_heads(out)))
+
+    def macs(self, h: int, w: int) -> int:
+        n, c = h * w, self.dim
+        return 4 * n * c * c + 2 * n * n * c

@@ -1,0 +1,140 @@
+"""Local window attention (Swin Transformer) for any H x W, padding masked."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ._attend import attend, block_mask
+from ._base import AttentionBase
+from ._checks import check_positive_int
+from ._padding import pad_map, round_up, valid_map, window_partition, window_reverse
+from ._registry import register_attention
+
+
+def window_dims(h: int, w: int, window_size: int) -> tuple[int, int]:
+    """The window shape used on an H x W map: a side shorter than the window is one window."""
+    return min(window_size, h), min(window_size, w)
+
+
+def shift_region_ids(hp: int, wp: int, wh: int, ww: int, sh: int, sw: int, device) -> Tensor:
+    """(1, Hp, Wp, 1) labels of the Swin regions of a cyclically shifted map."""
+    ids = torch.zeros(1, hp, wp, 1, device=device)
+    label = 0
+    for hs in (slice(0, hp - wh), slice(hp - wh, hp - sh), slice(hp - sh, hp)):
+        for ws in (slice(0, wp - ww), slice(wp - ww, wp - sw), slice(wp - sw, wp)):
+            ids[:, hs, ws] = label
+            label += 1
+    return ids
+
+
+def relative_position_index(wh: int, ww: int, window_size: int, device) -> Tensor:
+    """(wh*ww, wh*ww) indices into a (2*ws-1)² bias table for a wh x ww window."""
+    ys, xs = torch.meshgrid(
+        torch.arange(wh, device=device), torch.arange(ww, device=device), indexing="ij"
+    )
+    coords = torch.stack([ys.flatten(), xs.flatten()])  # (2, L)
+    rel = coords[:, :, None] - coords[:, None, :] + (window_size - 1)
+    return rel[0] * (2 * window_size - 1) + rel[1]
+
+
+@register_attention("window")
+class WindowAttention(AttentionBase):
+    """Swin window attention: softmax inside non-overlapping ws x ws windows.
+
+    (B, C, H, W) -> (B, C, H, W), or (B, N, C) with hw -> (B, N, C).
+    Liu et al., "Swin Transformer", ICCV 2021. Options: `shift` (cyclic shift by ws // 2 with
+    the Swin mask), `rel_pos_bias` (learned (2ws-1)² table per head). Any H, W: the map is
+    padded to a multiple of ws and the padded keys are masked; a side shorter than ws is
+    taken as one window. MACs = 3NC² + 2·Np·L·C + NC² with Np the padded token count and
+    L the window length.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int = 8,
+        window_size: int = 7,
+        shift: bool = False,
+        rel_pos_bias: bool = True,
+        qkv_bias: bool = True,
+        attn_drop: float = 0.0,
+        proj_drop: float = 0.0,
+        reference: bool = False,
+    ) -> None:
+        super().__init__(dim, num_heads, attn_drop, proj_drop, reference)
+        self.window_size = check_positive_int("window_size", window_size)
+        self.shift = bool(shift)
+        self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+        self.rel_pos_table = None
+        if rel_pos_bias:
+            table = torch.zeros((2 * window_size - 1) ** 2, num_heads)
+            self.rel_pos_table = nn.Parameter(nn.init.trunc_normal_(table, std=0.02))
+
+    def settings(self) -> dict[str, Any]:
+        return {
+            "window_size": self.window_size,
+            "shift": self.shift,
+            "rel_pos_bias": self.rel_pos_table is not None,
+        }
+
+    def _shifts(self, h: int, w: int) -> tuple[int, int]:
+        if not self.shift:
+            return 0, 0
+        ws = self.window_size
+        return (ws // 2 if h > ws else 0), (ws // 2 if w > ws else 0)
+
+    def _mask(self, h: int, w: int, device) -> Tensor | None:
+        """(nWin, 1, L, L) mask of padded keys and Swin shift regions, or None."""
+        wh, ww = window_dims(h, w, self.window_size)
+        hp, wp = round_up(h, wh), round_up(w, ww)
+        sh, sw = self._shifts(h, w)
+        if (hp, wp) == (h, w) and (sh, sw) == (0, 0):
+            return None
+        valid = torch.roll(valid_map(h, w, hp, wp, device), (-sh, -sw), dims=(1, 2))
+        key_ok = window_partition(valid, wh, ww)[..., 0]  # (nWin, L)
+        mask = block_mask(key_ok)
+        if (sh, sw) != (0, 0):
+            ids = window_partition(shift_region_ids(hp, wp, wh, ww, sh, sw, device), wh, ww)
+            mask = mask & (ids[:, :, None, 0] == ids[:, None, :, 0])
+        return mask[:, None]
+
+    def _bias(self, wh: int, ww: int, device) -> Tensor | None:
+        if self.rel_pos_table is None:
+            return None
+        index = relative_position_index(wh, ww, self.window_size, device)
+        return self.rel_pos_table[index].permute(2, 0, 1)  # (heads, L, L)
+
+    def forward_tokens(self, x: Tensor, h: int, w: int) -> Tensor:
+        b, n, c = x.shape
+        wh, ww = window_dims(h, w, self.window_size)
+        hp, wp = round_up(h, wh), round_up(w, ww)
+        sh, sw = self._shifts(h, w)
+        qkv = pad_map(self.qkv(x).view(b, h, w, 3 * c), hp - h, wp - w)
+        if sh or sw:
+            qkv = torch.roll(qkv, (-sh, -sw), dims=(1, 2))
+        windows = window_partition(qkv, wh, ww)  # (B*nWin, L, 3C)
+        nwin, length = hp * wp // (wh * ww), wh * ww
+        q, k, v = windows.view(b * nwin, length, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
+        mask = self._mask(h, w, x.device)
+        if mask is not None:
+            mask = mask.expand(b, -1, -1, -1, -1).reshape(b * nwin, 1, length, length)
+        out = attend(
+            q, k, v,
+            scale=self.scale, mask=mask, bias=self._bias(wh, ww, x.device),
+            dropout_p=self.attn_dropout_p, reference=self.reference,
+        )  # fmt: skip
+        out = window_reverse(self.merge_heads(out), wh, ww, hp, wp)
+        if sh or sw:
+            out = torch.roll(out, (sh, sw), dims=(1, 2))
+        out = out[:, :h, :w].reshape(b, n, c)
+        return self.proj_drop(self.proj(out))
+
+    def macs(self, h: int, w: int) -> int:
+        wh, ww = window_dims(h, w, self.window_size)
+        padded = round_up(h, wh) * round_up(w, ww)
+        n, c = h * w, self.dim
+        return 4 * n * c * c + 2 * padded * wh * ww * c
