@@ -140,3 +140,17 @@ def test_unknown_name_lists_known_and_closest():
     with pytest.raises(ValueError, match="did you mean 'window'") as err:
         lightattn.create_attention("windw", 16, 2)
     assert "mhsa" in str(err.value)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_padding_never_leaks(name, monkeypatch):
+    """Whatever is written into padded positions, the real pixels' outputs do not change."""
+    import lightattn.layers._padding as padding
+
+    attn = randomize_(build(name), std=0.2).eval()
+    x = torch.randn(2, DIM, 13, 19)
+    with torch.no_grad():
+        clean = attn(x)
+        monkeypatch.setattr(padding, "PAD_FILL", 1e4)
+        dirty = attn(x)
+    assert rel_err(dirty, clean) < 1e-5

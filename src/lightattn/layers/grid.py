@@ -1,0 +1,72 @@
+"""Grid attention (MaxViT): sparse, dilated global attention for any H x W, padding masked."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import Tensor, nn
+
+from ._attend import attend, block_mask
+from ._base import AttentionBase
+from ._checks import check_positive_int
+from ._padding import grid_partition, grid_reverse, pad_map, round_up, valid_map
+from ._registry import register_attention
+
+
+@register_attention("grid")
+class GridAttention(AttentionBase):
+    """MaxViT grid attention: the map is cut into a g x g grid of cells, and each pixel attends
+    to the g² pixels that hold its position in every cell, i.e. a global set spaced H/g rows
+    and W/g columns apart.
+
+    Tu et al., "MaxViT: Multi-Axis Vision Transformer", ECCV 2022.
+    (B, C, H, W) -> (B, C, H, W), or (B, N, C) with hw -> (B, N, C).
+    Any H, W: each side is padded to a multiple of g (a side shorter than g uses g = side)
+    and padded keys are masked. MACs = 4NC² + 2·Np·g²·C, Np the padded token count.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int = 8,
+        grid_size: int = 7,
+        qkv_bias: bool = True,
+        attn_drop: float = 0.0,
+        proj_drop: float = 0.0,
+        reference: bool = False,
+    ) -> None:
+        super().__init__(dim, num_heads, attn_drop, proj_drop, reference)
+        self.grid_size = check_positive_int("grid_size", grid_size)
+        self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+
+    def settings(self) -> dict[str, Any]:
+        return {"grid_size": self.grid_size}
+
+    def _dims(self, h: int, w: int) -> tuple[int, int, int, int]:
+        gh, gw = min(self.grid_size, h), min(self.grid_size, w)
+        return gh, gw, round_up(h, gh), round_up(w, gw)
+
+    def forward_tokens(self, x: Tensor, h: int, w: int) -> Tensor:
+        b, n, c = x.shape
+        gh, gw, hp, wp = self._dims(h, w)
+        qkv = pad_map(self.qkv(x).view(b, h, w, 3 * c), hp - h, wp - w)
+        groups = grid_partition(qkv, gh, gw)  # (B * nGroups, g², 3C)
+        ngroups, length = hp * wp // (gh * gw), gh * gw
+        q, k, v = groups.view(b * ngroups, length, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
+        mask = None
+        if (hp, wp) != (h, w):
+            key_ok = grid_partition(valid_map(h, w, hp, wp, x.device), gh, gw)[..., 0]
+            mask = block_mask(key_ok)[:, None].expand(b, -1, -1, -1, -1)
+            mask = mask.reshape(b * ngroups, 1, length, length)
+        out = attend(
+            q, k, v,
+            scale=self.scale, mask=mask, dropout_p=self.attn_dropout_p, reference=self.reference,
+        )  # fmt: skip
+        out = grid_reverse(self.merge_heads(out), gh, gw, hp, wp)[:, :h, :w].reshape(b, n, c)
+        return self.proj_drop(self.proj(out))
+
+    def macs(self, h: int, w: int) -> int:
+        gh, gw, hp, wp = self._dims(h, w)
+        n, c = h * w, self.dim
+        return 4 * n * c * c + 2 * hp * wp * gh * gw * c

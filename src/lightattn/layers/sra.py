@@ -1,0 +1,104 @@
+"""Spatial-reduction attention (PVT, PVTv2): all queries, keys and values from a reduced map."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ._attend import attend
+from ._base import AttentionBase, as_map, as_tokens
+from ._checks import check_choice, check_positive_int
+from ._padding import round_up
+from ._registry import register_attention
+
+
+@register_attention("sra")
+class SpatialReductionAttention(AttentionBase):
+    """Every pixel queries keys and values computed from a spatially reduced map.
+
+    Wang et al., "Pyramid Vision Transformer", ICCV 2021 (PVT) and "PVT v2", CVMJ 2022.
+    (B, C, H, W) -> (B, C, H, W), or (B, N, C) with hw -> (B, N, C).
+
+    Reductions:
+    - `reduction="conv"` (PVTv1, default): conv with kernel = stride = `sr_ratio`, then
+      LayerNorm. A map not divisible by sr_ratio is padded with zeros, so a partial border
+      patch is the weighted sum of its real pixels only (nothing is dropped).
+    - `reduction="avg"`: average pooling sr_ratio x sr_ratio (ceil mode: a partial border
+      patch averages its real pixels only), no conv, no norm. This is HiLo's Lo-Fi reduction.
+    - `pool_size=P` (PVTv2 "linear SRA"): adaptive average pooling to P x P (min with the
+      map size), 1x1 conv, LayerNorm, GELU. Cost linear in N.
+    sr_ratio = 1 without pool_size is plain mhsa. MACs = NC² (q) + 2·Nr·C² (kv) + the
+    reduction conv + 2·N·Nr·C + NC² (proj), Nr the reduced token count.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int = 8,
+        sr_ratio: int = 2,
+        pool_size: int | None = None,
+        reduction: str = "conv",
+        qkv_bias: bool = True,
+        attn_drop: float = 0.0,
+        proj_drop: float = 0.0,
+        reference: bool = False,
+    ) -> None:
+        super().__init__(dim, num_heads, attn_drop, proj_drop, reference)
+        self.sr_ratio = check_positive_int("sr_ratio", sr_ratio)
+        self.pool_size = None if pool_size is None else check_positive_int("pool_size", pool_size)
+        self.reduction = check_choice("reduction", reduction, ("conv", "avg"))
+        self.q = nn.Linear(dim, dim, bias=qkv_bias)
+        self.kv = nn.Linear(dim, 2 * dim, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+        self.sr = self.norm = None
+        if self.pool_size is not None:
+            self.sr = nn.Conv2d(dim, dim, 1)
+            self.norm = nn.LayerNorm(dim)
+        elif sr_ratio > 1 and reduction == "conv":
+            self.sr = nn.Conv2d(dim, dim, sr_ratio, stride=sr_ratio)
+            self.norm = nn.LayerNorm(dim)
+
+    def settings(self) -> dict[str, Any]:
+        if self.pool_size is not None:
+            return {"pool_size": self.pool_size}
+        return {"sr_ratio": self.sr_ratio, "reduction": self.reduction}
+
+    def reduced_size(self, h: int, w: int) -> tuple[int, int]:
+        if self.pool_size is not None:
+            return min(self.pool_size, h), min(self.pool_size, w)
+        r = self.sr_ratio
+        return -(-h // r), -(-w // r)
+
+    def reduce(self, x: Tensor, h: int, w: int) -> Tensor:
+        """(B, N, C) tokens -> (B, Nr, C) reduced tokens."""
+        if self.pool_size is not None:
+            pooled = F.adaptive_avg_pool2d(as_map(x, h, w), self.reduced_size(h, w))
+            return F.gelu(self.norm(as_tokens(self.sr(pooled))))
+        r = self.sr_ratio
+        if r == 1:
+            return x
+        if self.reduction == "avg":
+            return as_tokens(F.avg_pool2d(as_map(x, h, w), r, r, ceil_mode=True))
+        padded = F.pad(as_map(x, h, w), (0, round_up(w, r) - w, 0, round_up(h, r) - h))
+        return self.norm(as_tokens(self.sr(padded)))
+
+    def forward_tokens(self, x: Tensor, h: int, w: int) -> Tensor:
+        q = self.split_heads(self.q(x))
+        k, v = self.kv(self.reduce(x, h, w)).chunk(2, dim=-1)
+        out = attend(
+            q, self.split_heads(k), self.split_heads(v),
+            scale=self.scale, dropout_p=self.attn_dropout_p, reference=self.reference,
+        )  # fmt: skip
+        return self.proj_drop(self.proj(self.merge_heads(out)))
+
+    def macs(self, h: int, w: int) -> int:
+        rh, rw = self.reduced_size(h, w)
+        n, nr, c = h * w, rh * rw, self.dim
+        reduction = 0
+        if self.pool_size is not None:
+            reduction = nr * c * c
+        elif self.sr is not None:
+            reduction = nr * c * c * self.sr_ratio**2
+        return 2 * n * c * c + 2 * nr * c * c + reduction + 2 * n * nr * c
