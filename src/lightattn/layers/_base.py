@@ -116,6 +116,12 @@ class AttentionBase(nn.Module):
         b, n, _ = t.shape
         return t.reshape(b, n, self.num_heads, -1).transpose(1, 2)
 
+    def split_qkv(self, qkv: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """(B, L, 3*h*d) packed q|k|v -> three (B, h, L, d)."""
+        b, n, _ = qkv.shape
+        q, k, v = qkv.reshape(b, n, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
+        return q, k, v
+
     @staticmethod
     def merge_heads(t: Tensor) -> Tensor:
         """(B, h, L, d) -> (B, L, h*d)."""

@@ -44,9 +44,7 @@ class AxialAttention(AttentionBase):
         self.proj = nn.Linear(dim, dim)
 
     def forward_tokens(self, x: Tensor, h: int, w: int) -> Tensor:
-        b, n, c = x.shape
-        qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv[0], qkv[1], qkv[2]  # (B, heads, N, d)
+        q, k, v = self.split_qkv(self.qkv(x))  # (B, heads, N, d)
         if self.reference:
             mask = criss_cross_mask(h, w, x.device)
             out = attend(

@@ -53,7 +53,7 @@ class GridAttention(AttentionBase):
         qkv = pad_map(self.qkv(x).view(b, h, w, 3 * c), hp - h, wp - w)
         groups = grid_partition(qkv, gh, gw)  # (B * nGroups, g², 3C)
         ngroups, length = hp * wp // (gh * gw), gh * gw
-        q, k, v = groups.view(b * ngroups, length, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
+        q, k, v = self.split_qkv(groups)
         mask = None
         if (hp, wp) != (h, w):
             key_ok = grid_partition(valid_map(h, w, hp, wp, x.device), gh, gw)[..., 0]

@@ -50,9 +50,8 @@ class LinearAttention(AttentionBase):
         return {"eps": self.eps}
 
     def forward_tokens(self, x: Tensor, h: int, w: int) -> Tensor:
-        b, n, c = x.shape
-        qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        q, k, v = feature_map(qkv[0]), feature_map(qkv[1]), qkv[2]
+        q, k, v = self.split_qkv(self.qkv(x))
+        q, k = feature_map(q), feature_map(k)
         if self.reference:
             weights = q @ k.transpose(-2, -1)
             out = (weights / (weights.sum(-1, keepdim=True) + self.eps)) @ v

@@ -31,10 +31,9 @@ class MultiHeadSelfAttention(AttentionBase):
         self.proj = nn.Linear(dim, dim)
 
     def forward_tokens(self, x: Tensor, h: int, w: int) -> Tensor:
-        b, n, c = x.shape
-        qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k, v = self.split_qkv(self.qkv(x))
         out = attend(
-            qkv[0], qkv[1], qkv[2],
+            q, k, v,
             scale=self.scale, dropout_p=self.attn_dropout_p, reference=self.reference,
         )  # fmt: skip
         return self.proj_drop(self.proj(self.merge_heads(out)))

@@ -77,10 +77,8 @@ class NystromAttention(AttentionBase):
         return {"num_landmarks": self.num_landmarks, "pinv_iterations": self.pinv_iterations}
 
     def forward_tokens(self, x: Tensor, h: int, w: int) -> Tensor:
-        b, n, c = x.shape
-        qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv[0], qkv[1], qkv[2]
-        m = min(self.num_landmarks, n)
+        q, k, v = self.split_qkv(self.qkv(x))
+        m = min(self.num_landmarks, x.shape[1])
         q_land, k_land = segment_means(q, m), segment_means(k, m)
         middle = (q_land @ k_land.transpose(-2, -1) * self.scale).float().softmax(-1)
         middle_inv = iterative_pinv(middle, self.pinv_iterations).to(q.dtype)

@@ -118,7 +118,7 @@ class WindowAttention(AttentionBase):
             qkv = torch.roll(qkv, (-sh, -sw), dims=(1, 2))
         windows = window_partition(qkv, wh, ww)  # (B*nWin, L, 3C)
         nwin, length = hp * wp // (wh * ww), wh * ww
-        q, k, v = windows.view(b * nwin, length, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
+        q, k, v = self.split_qkv(windows)
         mask = self._mask(h, w, x.device)
         if mask is not None:
             mask = mask.expand(b, -1, -1, -1, -1).reshape(b * nwin, 1, length, length)
