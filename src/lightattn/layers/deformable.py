@@ -1,0 +1,230 @@
+"""Deformable attention (DAT, DAT++): keys and values sampled at learned offsets of a grid."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ._attend import attend
+from ._base import AttentionBase, as_map
+from ._checks import check_choice, check_positive_int
+from ._registry import register_attention
+
+
+def check_size_pair(name: str, value: object) -> tuple[int, int]:
+    """An int or an (H, W) pair of positive ints -> (H, W)."""
+    if isinstance(value, (tuple, list)) and len(value) == 2:
+        h, w = value
+        return check_positive_int(f"{name}[0]", h), check_positive_int(f"{name}[1]", w)
+    size = check_positive_int(name, value)
+    return size, size
+
+
+def cell_centres(n: int, x: Tensor) -> Tensor:
+    """(n,) centres of n equal cells spanning [-1, 1] (the align_corners=False pixel centres)."""
+    return (torch.arange(n, dtype=x.dtype, device=x.device) * 2 + 1) / n - 1
+
+
+def centre_grid(h: int, w: int, x: Tensor) -> Tensor:
+    """(h, w, 2) grid of cell centres in grid_sample's (x, y) order."""
+    ys, xs = torch.meshgrid(cell_centres(h, x), cell_centres(w, x), indexing="ij")
+    return torch.stack([xs, ys], dim=-1)
+
+
+def bilinear_sample_reference(img: Tensor, grid: Tensor) -> Tensor:
+    """Readable `grid_sample(img, grid, "bilinear", padding_mode="zeros", align_corners=False)`.
+
+    img (B, C, H, W), grid (B, Hk, Wk, 2) in (x, y) order -> (B, C, Hk, Wk).
+    """
+    b, c, h, w = img.shape
+    px = ((grid[..., 0] + 1) * w - 1) / 2  # continuous pixel index, 0 = centre of pixel 0
+    py = ((grid[..., 1] + 1) * h - 1) / 2
+    x0, y0 = px.detach().floor(), py.detach().floor()
+    flat = img.flatten(2)
+    out = torch.zeros(b, c, px[0].numel(), dtype=img.dtype, device=img.device)
+    for xi in (x0, x0 + 1):
+        for yi in (y0, y0 + 1):
+            weight = (1 - (px - xi).abs()) * (1 - (py - yi).abs())
+            inside = (xi >= 0) & (xi <= w - 1) & (yi >= 0) & (yi <= h - 1)
+            index = (yi.clamp(0, h - 1) * w + xi.clamp(0, w - 1)).long().flatten(1)
+            values = flat.gather(2, index[:, None].expand(-1, c, -1))
+            out = out + values * (weight * inside).flatten(1)[:, None]
+    return out.view(b, c, *grid.shape[1:3])
+
+
+@register_attention("deformable")
+class DeformableAttention(AttentionBase):
+    """Deformable attention: every query attends to keys and values sampled from the map at a
+    reference grid moved by learned, input-dependent offsets.
+
+    Xia et al., "Vision Transformer with Deformable Attention", CVPR 2022 (DAT) and "DAT++",
+    2023. (B, C, H, W) -> (B, C, H, W), or (B, N, C) with hw -> (B, N, C).
+
+    - q, k, v and output projections are 1x1 (Linear on tokens).
+    - Offsets: the channels of q are split into `n_groups` groups; one offset network shared
+      by the groups (as in DAT): depthwise k x k conv with stride `stride` (padding k // 2,
+      giving a key grid of ceil(H / stride) x ceil(W / stride)) -> LayerNorm -> GELU ->
+      1x1 to 2 channels (dx, dy), no bias, zero-initialised (offsets start at 0).
+    - Reference points: the centres of Hk x Wk equal cells of the map in [-1, 1]
+      coordinates with align_corners=False semantics (stride 1: the pixel centres).
+    - `offset_range_factor` f >= 0: offset = tanh(raw) · f · (1/Wk, 1/Hk), i.e. at most f/2
+      key-grid cells (f·stride/2 pixels); f < 0: unbounded, positions clamped to [-1, 1].
+    - Keys/values: bilinear `grid_sample` (zeros outside, align_corners=False) of each group
+      of the input at the positions, then the k and v projections; softmax over all keys.
+    - `pos="rpb"` (DAT++): a learned (2·Ht-1) x (2·Wt-1) table per head, Ht x Wt = `rpb_size`,
+      sampled bilinearly at the query-key displacement measured in fractions of the map (so
+      any runtime resolution works; at H x W = rpb_size, stride 1 and zero offsets, pixel
+      displacements hit the table entries exactly); displacements beyond the table use its
+      border. `pos="dwc"`: depthwise 3x3 conv of q added to the attention output.
+      `pos="none"`: no position term.
+
+    After each forward, `last_positions` and `last_offsets` hold the sampling positions and
+    offsets, detached, shape (B, n_groups, Hk, Wk, 2) in grid_sample (x, y) order, normalised
+    to [-1, 1] (align_corners=False); positions = reference points + offsets.
+
+    MACs (Nk = Hk·Wk keys): 2NC² (q, out) + 2·Nk·C² (k, v) + 2·N·Nk·C (attention)
+    + Nk·C·k² + 2·Nk·C (offset net) [+ 9NC for dwc].
+    """
+
+    last_positions: Tensor | None
+    last_offsets: Tensor | None
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int = 8,
+        n_groups: int = 1,
+        stride: int = 2,
+        offset_range_factor: float = 2.0,
+        offset_kernel_size: int = 5,
+        pos: str = "rpb",
+        rpb_size: int | tuple[int, int] = 14,
+        qkv_bias: bool = True,
+        attn_drop: float = 0.0,
+        proj_drop: float = 0.0,
+        reference: bool = False,
+    ) -> None:
+        super().__init__(dim, num_heads, attn_drop, proj_drop, reference)
+        self.n_groups = check_positive_int("n_groups", n_groups)
+        if num_heads % n_groups:
+            raise ValueError(f"num_heads={num_heads} is not divisible by n_groups={n_groups}")
+        self.stride = check_positive_int("stride", stride)
+        if isinstance(offset_range_factor, bool) or not isinstance(
+            offset_range_factor, (int, float)
+        ):
+            raise ValueError(f"offset_range_factor={offset_range_factor!r} must be a number")
+        self.offset_range_factor = float(offset_range_factor)
+        self.offset_kernel_size = check_positive_int("offset_kernel_size", offset_kernel_size)
+        if offset_kernel_size % 2 == 0:
+            raise ValueError(f"offset_kernel_size={offset_kernel_size} must be odd")
+        self.pos = check_choice("pos", pos, ("rpb", "dwc", "none"))
+        self.rpb_size = check_size_pair("rpb_size", rpb_size)
+        group_dim = dim // n_groups
+        self.q = nn.Linear(dim, dim, bias=qkv_bias)
+        self.kv = nn.Linear(dim, 2 * dim, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+        k = offset_kernel_size
+        self.offset_conv = nn.Conv2d(group_dim, group_dim, k, stride, k // 2, groups=group_dim)
+        self.offset_norm = nn.LayerNorm(group_dim)
+        self.offset_proj = nn.Linear(group_dim, 2, bias=False)
+        nn.init.zeros_(self.offset_proj.weight)
+        self.rpb_table = self.dwc = None
+        if pos == "rpb":
+            th, tw = self.rpb_size
+            table = torch.zeros(num_heads, 2 * th - 1, 2 * tw - 1)
+            self.rpb_table = nn.Parameter(nn.init.trunc_normal_(table, std=0.01))
+        elif pos == "dwc":
+            self.dwc = nn.Conv2d(dim, dim, 3, padding=1, groups=dim)
+        self.last_positions = None
+        self.last_offsets = None
+
+    def settings(self) -> dict[str, Any]:
+        out = {
+            "n_groups": self.n_groups,
+            "stride": self.stride,
+            "offset_range_factor": self.offset_range_factor,
+            "offset_kernel_size": self.offset_kernel_size,
+            "pos": self.pos,
+        }
+        if self.pos == "rpb":
+            out["rpb_size"] = self.rpb_size
+        return out
+
+    def key_grid(self, h: int, w: int) -> tuple[int, int]:
+        return -(-h // self.stride), -(-w // self.stride)
+
+    def offsets(self, q: Tensor, h: int, w: int) -> Tensor:
+        """(B, N, C) queries -> (B*G, Hk, Wk, 2) offsets in normalised (x, y) units."""
+        b, g = q.shape[0], self.n_groups
+        q_map = as_map(q, h, w).reshape(b * g, -1, h, w)
+        feat = self.offset_conv(q_map).permute(0, 2, 3, 1)  # (B*G, Hk, Wk, C/G)
+        raw = self.offset_proj(F.gelu(self.offset_norm(feat)))
+        if self.offset_range_factor < 0:
+            return raw
+        hk, wk = raw.shape[1:3]
+        bound = torch.tensor([1 / wk, 1 / hk], dtype=q.dtype, device=q.device)
+        return raw.tanh() * (bound * self.offset_range_factor)
+
+    def positions(self, offsets: Tensor) -> Tensor:
+        """Reference grid + offsets, clamped to the map when the offsets are unbounded."""
+        hk, wk = offsets.shape[1:3]
+        pos = centre_grid(hk, wk, offsets) + offsets
+        return pos.clamp(-1, 1) if self.offset_range_factor < 0 else pos
+
+    def sample(self, x: Tensor, h: int, w: int, pos: Tensor) -> Tensor:
+        """(B, N, C) input sampled per group at pos (B*G, Hk, Wk, 2) -> (B, Nk, C)."""
+        b, _, c = x.shape
+        x_map = as_map(x, h, w).reshape(b * self.n_groups, -1, h, w)
+        if self.reference:
+            sampled = bilinear_sample_reference(x_map, pos)
+        else:
+            sampled = F.grid_sample(x_map, pos, mode="bilinear", align_corners=False)
+        return sampled.reshape(b, c, -1).transpose(1, 2)
+
+    def rpb(self, h: int, w: int, pos: Tensor) -> Tensor:
+        """(B, heads, N, Nk) bias: the table sampled at query-minus-key displacements."""
+        bg, hk, wk, _ = pos.shape
+        queries = centre_grid(h, w, pos).view(1, h * w, 1, 2)
+        disp = queries - pos.view(bg, 1, hk * wk, 2)  # in [-2, 2] for positions on the map
+        th, tw = self.rpb_size
+        # a displacement of 2/Ht (one pixel at the construction size) is one table entry
+        scale = [tw / (2 * tw - 1), th / (2 * th - 1)]
+        grid = disp * torch.tensor(scale, dtype=pos.dtype, device=pos.device)
+        table = self.rpb_table.view(self.n_groups, -1, 2 * th - 1, 2 * tw - 1)
+        table = table.repeat(bg // self.n_groups, 1, 1, 1)  # (B*G, heads/G, 2Ht-1, 2Wt-1)
+        bias = F.grid_sample(
+            table, grid, mode="bilinear", padding_mode="border", align_corners=False
+        )
+        return bias.view(bg // self.n_groups, self.num_heads, h * w, hk * wk)
+
+    def forward_tokens(self, x: Tensor, h: int, w: int) -> Tensor:
+        b, n, c = x.shape
+        q = self.q(x)
+        offsets = self.offsets(q, h, w)
+        pos = self.positions(offsets)
+        hk, wk = pos.shape[1:3]
+        self.last_offsets = offsets.detach().view(b, self.n_groups, hk, wk, 2)
+        self.last_positions = pos.detach().view(b, self.n_groups, hk, wk, 2)
+        sampled = self.sample(x, h, w, pos)
+        k, v = self.kv(sampled).chunk(2, dim=-1)
+        bias = self.rpb(h, w, pos) if self.rpb_table is not None else None
+        out = attend(
+            self.split_heads(q), self.split_heads(k), self.split_heads(v),
+            scale=self.scale, bias=bias, dropout_p=self.attn_dropout_p, reference=self.reference,
+        )  # fmt: skip
+        out = self.merge_heads(out)
+        if self.dwc is not None:
+            out = out + self.dwc(as_map(q, h, w)).flatten(2).transpose(1, 2)
+        return self.proj_drop(self.proj(out))
+
+    def macs(self, h: int, w: int) -> int:
+        hk, wk = self.key_grid(h, w)
+        n, nk, c = h * w, hk * wk, self.dim
+        offset_net = nk * c * self.offset_kernel_size**2 + 2 * nk * c
+        total = 2 * n * c * c + 2 * nk * c * c + 2 * n * nk * c + offset_net
+        if self.dwc is not None:
+            total += 9 * n * c
+        return total
