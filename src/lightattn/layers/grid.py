@@ -6,10 +6,10 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from ._attend import attend, block_mask
 from ._base import AttentionBase
+from ._blocks import block_attention
 from ._checks import check_positive_int
-from ._padding import grid_partition, grid_reverse, pad_map, round_up, valid_map
+from ._padding import round_up
 from ._registry import register_attention
 
 
@@ -49,22 +49,13 @@ class GridAttention(AttentionBase):
 
     def forward_tokens(self, x: Tensor, h: int, w: int) -> Tensor:
         b, n, c = x.shape
-        gh, gw, hp, wp = self._dims(h, w)
-        qkv = pad_map(self.qkv(x).view(b, h, w, 3 * c), hp - h, wp - w)
-        groups = grid_partition(qkv, gh, gw)  # (B * nGroups, g², 3C)
-        ngroups, length = hp * wp // (gh * gw), gh * gw
-        q, k, v = self.split_qkv(groups)
-        mask = None
-        if (hp, wp) != (h, w):
-            key_ok = grid_partition(valid_map(h, w, hp, wp, x.device), gh, gw)[..., 0]
-            mask = block_mask(key_ok)[:, None].expand(b, -1, -1, -1, -1)
-            mask = mask.reshape(b * ngroups, 1, length, length)
-        out = attend(
-            q, k, v,
-            scale=self.scale, mask=mask, dropout_p=self.attn_dropout_p, reference=self.reference,
+        gh, gw, _, _ = self._dims(h, w)
+        out = block_attention(
+            self.qkv(x).view(b, h, w, 3 * c), (gh, gw), self.num_heads,
+            scale=self.scale, dilated=True, dropout_p=self.attn_dropout_p,
+            reference=self.reference,
         )  # fmt: skip
-        out = grid_reverse(self.merge_heads(out), gh, gw, hp, wp)[:, :h, :w].reshape(b, n, c)
-        return self.proj_drop(self.proj(out))
+        return self.proj_drop(self.proj(out.reshape(b, n, c)))
 
     def macs(self, h: int, w: int) -> int:
         gh, gw, hp, wp = self._dims(h, w)

@@ -9,10 +9,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import _padding
-from ._attend import attend, block_mask
+from ._attend import attend
 from ._base import AttentionBase, as_map, as_tokens
+from ._blocks import block_attention
 from ._checks import check_positive_int
-from ._padding import round_up, valid_map, window_partition, window_reverse
+from ._padding import round_up, valid_map, window_partition
 from ._registry import register_attention
 from .window import window_dims
 
@@ -103,23 +104,12 @@ class HiLoAttention(AttentionBase):
     def hifi(self, x: Tensor, h: int, w: int) -> Tensor:
         """(B, N, C) -> (B, N, Ch): attention inside windows, padded keys masked."""
         b, n, _ = x.shape
-        wh, ww = window_dims(h, w, self.window_size)
-        hp, wp = round_up(h, wh), round_up(w, ww)
-        qkv = _padding.pad_map(self.hifi_qkv(x).view(b, h, w, -1), hp - h, wp - w)
-        windows = window_partition(qkv, wh, ww)  # (B*nWin, L, 3Ch)
-        nwin, length = hp * wp // (wh * ww), wh * ww
-        q, k, v = windows.view(b * nwin, length, 3, self.hifi_heads, -1).permute(2, 0, 3, 1, 4)
-        mask = None
-        if (hp, wp) != (h, w):
-            key_ok = window_partition(valid_map(h, w, hp, wp, x.device), wh, ww)[..., 0]
-            mask = block_mask(key_ok)[None, :, None].expand(b, -1, -1, -1, -1)
-            mask = mask.reshape(b * nwin, 1, length, length)
-        out = attend(
-            q, k, v,
-            scale=self.scale, mask=mask, dropout_p=self.attn_dropout_p, reference=self.reference,
+        out = block_attention(
+            self.hifi_qkv(x).view(b, h, w, -1), window_dims(h, w, self.window_size),
+            self.hifi_heads, scale=self.scale, dropout_p=self.attn_dropout_p,
+            reference=self.reference,
         )  # fmt: skip
-        out = window_reverse(self.merge_heads(out), wh, ww, hp, wp)
-        return self.hifi_proj(out[:, :h, :w].reshape(b, n, -1))
+        return self.hifi_proj(out.reshape(b, n, -1))
 
     def pool(self, x: Tensor, h: int, w: int) -> Tensor:
         """(B, N, C) -> (B, M, C): ws x ws window means of the real pixels (ws = 1: x)."""

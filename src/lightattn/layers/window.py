@@ -7,27 +7,16 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ._attend import attend, block_mask
 from ._base import AttentionBase
+from ._blocks import block_attention
 from ._checks import check_positive_int
-from ._padding import pad_map, round_up, valid_map, window_partition, window_reverse
+from ._padding import round_up
 from ._registry import register_attention
 
 
 def window_dims(h: int, w: int, window_size: int) -> tuple[int, int]:
     """The window shape used on an H x W map: a side shorter than the window is one window."""
     return min(window_size, h), min(window_size, w)
-
-
-def shift_region_ids(hp: int, wp: int, wh: int, ww: int, sh: int, sw: int, device) -> Tensor:
-    """(1, Hp, Wp, 1) labels of the Swin regions of a cyclically shifted map."""
-    ids = torch.zeros(1, hp, wp, 1, device=device)
-    label = 0
-    for hs in (slice(0, hp - wh), slice(hp - wh, hp - sh), slice(hp - sh, hp)):
-        for ws in (slice(0, wp - ww), slice(wp - ww, wp - sw), slice(wp - sw, wp)):
-            ids[:, hs, ws] = label
-            label += 1
-    return ids
 
 
 def relative_position_index(wh: int, ww: int, window_size: int, device) -> Tensor:
@@ -87,21 +76,6 @@ class WindowAttention(AttentionBase):
         ws = self.window_size
         return (ws // 2 if h > ws else 0), (ws // 2 if w > ws else 0)
 
-    def _mask(self, h: int, w: int, device) -> Tensor | None:
-        """(nWin, 1, L, L) mask of padded keys and Swin shift regions, or None."""
-        wh, ww = window_dims(h, w, self.window_size)
-        hp, wp = round_up(h, wh), round_up(w, ww)
-        sh, sw = self._shifts(h, w)
-        if (hp, wp) == (h, w) and (sh, sw) == (0, 0):
-            return None
-        valid = torch.roll(valid_map(h, w, hp, wp, device), (-sh, -sw), dims=(1, 2))
-        key_ok = window_partition(valid, wh, ww)[..., 0]  # (nWin, L)
-        mask = block_mask(key_ok)
-        if (sh, sw) != (0, 0):
-            ids = window_partition(shift_region_ids(hp, wp, wh, ww, sh, sw, device), wh, ww)
-            mask = mask & (ids[:, :, None, 0] == ids[:, None, :, 0])
-        return mask[:, None]
-
     def _bias(self, wh: int, ww: int, device) -> Tensor | None:
         if self.rel_pos_table is None:
             return None
@@ -110,28 +84,13 @@ class WindowAttention(AttentionBase):
 
     def forward_tokens(self, x: Tensor, h: int, w: int) -> Tensor:
         b, n, c = x.shape
-        wh, ww = window_dims(h, w, self.window_size)
-        hp, wp = round_up(h, wh), round_up(w, ww)
-        sh, sw = self._shifts(h, w)
-        qkv = pad_map(self.qkv(x).view(b, h, w, 3 * c), hp - h, wp - w)
-        if sh or sw:
-            qkv = torch.roll(qkv, (-sh, -sw), dims=(1, 2))
-        windows = window_partition(qkv, wh, ww)  # (B*nWin, L, 3C)
-        nwin, length = hp * wp // (wh * ww), wh * ww
-        q, k, v = self.split_qkv(windows)
-        mask = self._mask(h, w, x.device)
-        if mask is not None:
-            mask = mask.expand(b, -1, -1, -1, -1).reshape(b * nwin, 1, length, length)
-        out = attend(
-            q, k, v,
-            scale=self.scale, mask=mask, bias=self._bias(wh, ww, x.device),
+        block = window_dims(h, w, self.window_size)
+        out = block_attention(
+            self.qkv(x).view(b, h, w, 3 * c), block, self.num_heads,
+            scale=self.scale, shift=self._shifts(h, w), bias=self._bias(*block, x.device),
             dropout_p=self.attn_dropout_p, reference=self.reference,
         )  # fmt: skip
-        out = window_reverse(self.merge_heads(out), wh, ww, hp, wp)
-        if sh or sw:
-            out = torch.roll(out, (sh, sw), dims=(1, 2))
-        out = out[:, :h, :w].reshape(b, n, c)
-        return self.proj_drop(self.proj(out))
+        return self.proj_drop(self.proj(out.reshape(b, n, c)))
 
     def macs(self, h: int, w: int) -> int:
         wh, ww = window_dims(h, w, self.window_size)

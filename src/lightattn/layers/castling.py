@@ -1,0 +1,176 @@
+"""Linear-angular attention (Castling-ViT) with a training-only masked softmax branch."""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ._base import AttentionBase, as_map, as_tokens
+from ._checks import check_positive_int
+from ._registry import register_attention
+
+NORM_EPS = 1e-6
+
+
+def unit(t: Tensor) -> Tensor:
+    """t / sqrt(‖t‖² + NORM_EPS) over the last dim: a zero vector stays zero, no NaN."""
+    return t * torch.rsqrt(t.pow(2).sum(-1, keepdim=True) + NORM_EPS)
+
+
+def aux_weight_schedule(
+    step: int, total_steps: int, start: float = 1.0, end: float = 0.75
+) -> float:
+    """Weight of the auxiliary softmax branch at `step` of `total_steps`.
+
+    Cosine decay from `start` at step 0 to exactly 0 at `end * total_steps`, 0 afterwards,
+    so the last part of training already runs the inference-time (linear-only) network.
+    """
+    if total_steps <= 0 or not 0.0 < end <= 1.0:
+        raise ValueError(f"total_steps={total_steps!r} must be > 0 and end={end!r} in (0, 1]")
+    progress = step / (end * total_steps)
+    if progress >= 1.0:
+        return 0.0
+    return start * 0.5 * (1.0 + math.cos(math.pi * max(progress, 0.0)))
+
+
+def apply_aux_schedule(model: nn.Module, step: int, total_steps: int, **schedule: float) -> float:
+    """Set the auxiliary weight of every CastlingAttention in `model` from
+    `aux_weight_schedule(step, total_steps, **schedule)`; returns the weight. Call once per
+    training step; call `switch_to_inference(model)` once it has reached 0."""
+    weight = aux_weight_schedule(step, total_steps, **schedule)
+    for module in model.modules():
+        if isinstance(module, CastlingAttention) and module.has_aux:
+            module.set_aux_weight(weight)
+    return weight
+
+
+def switch_to_inference(model: nn.Module) -> nn.Module:
+    """Call `switch_to_inference()` on every CastlingAttention in `model`; returns `model`."""
+    for module in model.modules():
+        if isinstance(module, CastlingAttention):
+            module.switch_to_inference()
+    return model
+
+
+@register_attention("castling")
+class CastlingAttention(AttentionBase):
+    """Linear-angular attention, You et al., "Castling-ViT", CVPR 2023.
+
+    (B, C, H, W) -> (B, C, H, W), or (B, N, C) with hw -> (B, N, C).
+    Per head (q, k, v of shape (B, h, N, d), q̂ = unit(q), k̂ = unit(k)):
+        o = unit(½·v + (1/π)·q̂ (k̂ᵀ v) + aux_weight·(mask ⊙ S) v)
+    where unit(t) = t / sqrt(‖t‖² + 1e-6) is the L2 normalisation over the head
+    dimension d (as in the released code, with eps), ½·v is per token (the released code's
+    form, i.e. the N×N kernel is q̂k̂ᵀ/π + ½·I), and the last term is the auxiliary branch,
+    S = softmax(q kᵀ · d^-½), mask = S > threshold, used in training mode only. Then
+        out = proj(merge_heads(o) + dwconv(v))
+    with dwconv a depthwise `kernel_size`² conv over the H x W map of v (zero padding
+    kernel_size // 2; the released code convolves the flat token axis with a (9, 1) kernel).
+
+    Castling schedule: `aux_weight` is a non-persistent buffer (not learned; default 1.0)
+    set with `set_aux_weight(w)`, e.g. each step from `apply_aux_schedule(model, step,
+    total)` (cosine decay to 0 at 75% of training). Once it is 0, `switch_to_inference()`
+    deletes the branch for good; the output is then exactly the training-mode output at
+    weight 0. In eval mode the branch is never used. Cost without the branch is linear in
+    N: MACs = 4NC² + 2NCd + NC·kernel_size²; the branch adds 2N²C in training.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int = 8,
+        kernel_size: int = 3,
+        threshold: float = 0.02,
+        aux_weight: float = 1.0,
+        qkv_bias: bool = True,
+        attn_drop: float = 0.0,
+        proj_drop: float = 0.0,
+        reference: bool = False,
+    ) -> None:
+        super().__init__(dim, num_heads, attn_drop, proj_drop, reference)
+        self.kernel_size = check_positive_int("kernel_size", kernel_size)
+        if kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size={kernel_size!r} must be odd (a centred kernel)")
+        if not 0.0 <= float(threshold) < 1.0:
+            raise ValueError(f"threshold={threshold!r} must be in [0, 1)")
+        self.threshold = float(threshold)
+        self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
+        self.dwconv = nn.Conv2d(
+            dim, dim, kernel_size, padding=kernel_size // 2, groups=dim, bias=False
+        )
+        self.proj = nn.Linear(dim, dim)
+        self.register_buffer("aux_weight", torch.zeros(()), persistent=False)
+        self.set_aux_weight(aux_weight)
+
+    @property
+    def has_aux(self) -> bool:
+        return "aux_weight" in self._buffers
+
+    def set_aux_weight(self, weight: float) -> None:
+        """Weight of the auxiliary masked softmax branch (training only)."""
+        if not self.has_aux:
+            raise RuntimeError("the auxiliary branch was removed by switch_to_inference()")
+        if not math.isfinite(float(weight)) or float(weight) < 0:
+            raise ValueError(f"aux_weight={weight!r} must be a finite number >= 0")
+        self.aux_weight.fill_(float(weight))
+
+    def switch_to_inference(self) -> None:
+        """Remove the auxiliary branch for good (idempotent)."""
+        if not self.has_aux:
+            return
+        if self.aux_weight.item() != 0:
+            warnings.warn(
+                f"switch_to_inference() with aux_weight={self.aux_weight.item():g} != 0 "
+                "changes the training-mode output; drive it to 0 first",
+                stacklevel=2,
+            )
+        del self.aux_weight
+
+    def settings(self) -> dict[str, Any]:
+        items: dict[str, Any] = {"kernel_size": self.kernel_size}
+        if self.has_aux:
+            items.update(threshold=self.threshold, aux_weight=round(self.aux_weight.item(), 6))
+        else:
+            items["aux"] = False
+        return items
+
+    def _aux_branch(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        """aux_weight · (mask ⊙ S) v with S = softmax(q kᵀ · scale), mask = S > threshold."""
+        probs = ((q @ k.transpose(-2, -1)) * self.scale).float().softmax(dim=-1).to(q.dtype)
+        if self.attn_dropout_p > 0:
+            probs = F.dropout(probs, p=self.attn_dropout_p)
+        sparse = probs * (probs > self.threshold)
+        return self.aux_weight.to(q.dtype) * (sparse @ v)
+
+    def _linear_angular(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        """½·v + (1/π)·q̂ (k̂ᵀ v) per head, in O(N d²)."""
+        q, k = unit(q), unit(k)
+        if self.reference:
+            n = q.shape[-2]
+            eye = torch.eye(n, dtype=q.dtype, device=q.device)
+            kernel = (q @ k.transpose(-2, -1)) / math.pi + 0.5 * eye  # (B, h, N, N)
+            return kernel @ v
+        return 0.5 * v + (q @ (k.transpose(-2, -1) @ v)) / math.pi
+
+    def forward_tokens(self, x: Tensor, h: int, w: int) -> Tensor:
+        b, n, c = x.shape
+        qkv = self.qkv(x)
+        q, k, v = qkv.view(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        out = self._linear_angular(q, k, v)
+        if self.training and self.has_aux:
+            out = out + self._aux_branch(q, k, v)
+        out = self.merge_heads(unit(out))
+        out = out + as_tokens(self.dwconv(as_map(qkv[..., 2 * c :], h, w)))
+        return self.proj_drop(self.proj(out))
+
+    def macs(self, h: int, w: int) -> int:
+        """Inference (eval) cost: the auxiliary branch is not counted."""
+        n, c = h * w, self.dim
+        if self.reference:
+            return 4 * n * c * c + 2 * n * n * c + n * c * self.kernel_size**2
+        return 4 * n * c * c + 2 * n * c * self.head_dim + n * c * self.kernel_size**2

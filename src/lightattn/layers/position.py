@@ -1,0 +1,104 @@
+"""DANet position attention module, optionally with any registered mechanism inside."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ._attend import attend
+from ._base import AttentionBase
+from ._checks import check_positive_int
+from ._registry import create_attention, get_attention_class, register_attention
+
+
+@register_attention("position")
+class PositionAttention(AttentionBase):
+    """Position attention module (PAM), Fu et al., "Dual Attention Network for Scene
+    Segmentation", CVPR 2019.
+
+    (B, C, H, W) -> (B, C, H, W), or (B, N, C) with hw -> (B, N, C).
+    Default form (single-headed, as in DANet): B' = query(x), C' = key(x), both 1x1 to
+    c' = max(1, C // reduction) channels, D = value(x) 1x1 to C channels,
+    S = softmax(B'ᵀC') over the N keys with no 1/sqrt(c') scale (as in DANet),
+    out = gamma · (D Sᵀ) + x, gamma a learned scalar initialised to 0 (identity at start).
+    MACs = NC(2c' + C) + N²(c' + C). `num_heads` must divide dim (the contract) but the
+    N x N form does not use it.
+
+    Lightweight form: `inner="<registered name>"` replaces the N x N attention (B', C', D
+    and S) by that mechanism, built as create_attention(inner, dim, num_heads,
+    attn_drop=, proj_drop=, reference=, **inner_kwargs); out = gamma · inner(x) + x and
+    `macs` is the inner mechanism's. Setting `reference` propagates to the inner module.
+    Keyword arguments other than the ones above are the inner mechanism's; without
+    `inner` they are an error.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int = 8,
+        inner: str | None = None,
+        reduction: int = 8,
+        attn_drop: float = 0.0,
+        proj_drop: float = 0.0,
+        reference: bool = False,
+        **inner_kwargs: Any,
+    ) -> None:
+        super().__init__(dim, num_heads, attn_drop, proj_drop, reference)
+        self.reduction = check_positive_int("reduction", reduction)
+        self.gamma = nn.Parameter(torch.zeros(()))
+        self.inner_name = inner
+        self.inner: AttentionBase | None = None
+        if inner is None:
+            if inner_kwargs:
+                raise ValueError(
+                    f"unknown argument(s) {sorted(inner_kwargs)} for attention 'position' "
+                    "(they are only accepted with inner=<name>); accepted: inner, reduction, "
+                    "attn_drop, proj_drop, reference"
+                )
+            self.qk_dim = max(1, dim // reduction)
+            self.query = nn.Linear(dim, self.qk_dim)
+            self.key = nn.Linear(dim, self.qk_dim)
+            self.value = nn.Linear(dim, dim)
+            return
+        if not isinstance(inner, str):
+            raise ValueError(f"inner={inner!r} must be a registered attention name")
+        if get_attention_class(inner) is type(self):
+            raise ValueError("inner='position' is not allowed (a position module inside itself)")
+        try:
+            self.inner = create_attention(
+                inner, dim, num_heads, attn_drop=attn_drop, proj_drop=proj_drop,
+                reference=reference, **inner_kwargs,
+            )  # fmt: skip
+        except ValueError as err:
+            raise ValueError(f"position(inner={inner!r}): {err}") from err
+
+    @property
+    def reference(self) -> bool:
+        return self._reference
+
+    @reference.setter
+    def reference(self, value: bool) -> None:
+        self._reference = bool(value)
+        inner = self._modules.get("inner")
+        if inner is not None:
+            inner.reference = bool(value)
+
+    def settings(self) -> dict[str, Any]:
+        if self.inner is not None:
+            return {"inner": self.inner_name}
+        return {"reduction": self.reduction, "qk_dim": self.qk_dim}
+
+    def forward_tokens(self, x: Tensor, h: int, w: int) -> Tensor:
+        if self.inner is not None:
+            return self.gamma * self.inner.forward_tokens(x, h, w) + x
+        q, k, v = self.query(x), self.key(x), self.value(x)  # (B, N, c'), (B, N, c'), (B, N, C)
+        out = attend(q, k, v, scale=1.0, dropout_p=self.attn_dropout_p, reference=self.reference)
+        return self.gamma * self.proj_drop(out) + x
+
+    def macs(self, h: int, w: int) -> int:
+        if self.inner is not None:
+            return self.inner.macs(h, w)
+        n, c, cq = h * w, self.dim, self.qk_dim
+        return n * c * (2 * cq + c) + n * n * (cq + c)
