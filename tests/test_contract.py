@@ -6,7 +6,7 @@ import copy
 
 import pytest
 import torch
-from helpers import DIM, HEADS, build, grads, randomize_, rel_err
+from helpers import DIM, HEADS, SMALL_KWARGS, build, grads, randomize_, rel_err
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -154,3 +154,20 @@ def test_padding_never_leaks(name, monkeypatch):
         monkeypatch.setattr(padding, "PAD_FILL", 1e4)
         dirty = attn(x)
     assert rel_err(dirty, clean) < 1e-5
+
+
+@pytest.mark.parametrize("inner", [n for n in NAMES if n != "position"])
+def test_position_module_wraps_every_mechanism(inner):
+    """DANet's module with any registered mechanism in place of its N x N attention."""
+    attn = build("position", inner=inner, **SMALL_KWARGS.get(inner, {})).eval()
+    x = torch.randn(2, DIM, 13, 19)
+    with torch.no_grad():
+        assert torch.equal(attn(x), x)  # gamma starts at 0
+    randomize_(attn, std=0.2)
+    ref = copy.deepcopy(attn)
+    ref.reference = True
+    y_fast, g_fast = grads(attn, x)
+    y_ref, g_ref = grads(ref, x)
+    assert rel_err(y_fast, y_ref) < 2e-5
+    assert rel_err(g_fast[0], g_ref[0]) < 2e-5
+    assert attn.macs(13, 19) == build(inner).macs(13, 19)
