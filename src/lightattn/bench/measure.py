@@ -1,0 +1,95 @@
+"""Wall-clock timing: warm-up, then repeated calls until a minimum time; median and IQR."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Seconds per call of the timed runs (warm-up calls kept apart)."""
+
+    times: list[float]
+    warmup: list[float] = field(default_factory=list)
+
+    @property
+    def runs(self) -> int:
+        return len(self.times)
+
+    @property
+    def best(self) -> float:
+        return float(min(self.times))
+
+    @property
+    def median(self) -> float:
+        return float(np.median(self.times))
+
+    @property
+    def q1(self) -> float:
+        return float(np.percentile(self.times, 25))
+
+    @property
+    def q3(self) -> float:
+        return float(np.percentile(self.times, 75))
+
+    @property
+    def iqr(self) -> float:
+        return self.q3 - self.q1
+
+    @property
+    def total(self) -> float:
+        return float(sum(self.times) + sum(self.warmup))
+
+
+class TooSlow(Exception):
+    """The first (warm-up) call showed that the minimum number of runs would take too long."""
+
+    def __init__(self, seconds: float, limit: float, min_runs: int) -> None:
+        super().__init__(
+            f"one call took {seconds:.2f} s: {min_runs} runs would exceed "
+            f"the {limit:g} s case limit"
+        )
+        self.seconds = seconds
+
+
+def timed_call(fn: Callable[[], object], sync: Callable[[], None]) -> float:
+    """Seconds taken by one call of fn, the device synchronised before and after."""
+    sync()
+    start = time.perf_counter()
+    fn()
+    sync()
+    return time.perf_counter() - start
+
+
+def time_calls(
+    fn: Callable[[], object],
+    *,
+    min_time: float,
+    min_runs: int = 3,
+    max_runs: int = 10_000,
+    max_seconds: float = math.inf,
+    sync: Callable[[], None] = lambda: None,
+    warmed: list[float] | None = None,
+) -> Timing:
+    """Warm up (one call; two when a call is quick), then time calls until at least `min_runs`
+    runs and `min_time` seconds. `warmed`: seconds of untimed calls already made (they count
+    as warm-up). Raises TooSlow when the last warm-up shows that `min_runs` runs would take
+    longer than `max_seconds`."""
+    warmup = list(warmed or [])
+    if not warmup:
+        warmup.append(timed_call(fn, sync))
+    if warmup[-1] * min_runs > max_seconds:
+        raise TooSlow(warmup[-1], max_seconds, min_runs)
+    if warmup[-1] < 0.05:
+        warmup.append(timed_call(fn, sync))
+    times: list[float] = []
+    while len(times) < max_runs:
+        times.append(timed_call(fn, sync))
+        if len(times) >= min_runs and sum(times) >= min(min_time, max_seconds):
+            break
+    return Timing(times, warmup)

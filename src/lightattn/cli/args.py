@@ -1,0 +1,206 @@
+"""Argument parsing: the parser, and the value types of sizes and --kwargs."""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import re
+from typing import Any, NoReturn
+
+from ..bench.machine import DTYPES
+from ..bench.presets import PRESETS
+
+SIZE_RE = re.compile(r"^\s*(-?\d+)\s*(?:[xX×]\s*(-?\d+))?\s*$")
+
+
+class UsageError(Exception):
+    """A bad command line; main prints its one-line message and exits 2."""
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are exceptions (one line, no usage dump)."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{self.prog}: error: {message}")
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """ "S" -> (S, S); "HxW" -> (H, W); both positive."""
+    match = SIZE_RE.match(text)
+    if not match:
+        raise argparse.ArgumentTypeError(
+            f"size {text!r} must be S (meaning S×S) or HxW, e.g. 13x19"
+        )
+    h = int(match.group(1))
+    w = int(match.group(2)) if match.group(2) is not None else h
+    if h <= 0 or w <= 0:
+        raise argparse.ArgumentTypeError(f"size {text!r} must be positive (H, W >= 1)")
+    return h, w
+
+
+def parse_literal(text: str) -> Any:
+    """A Python literal (int, float, bool, None, tuple...); true/false in any case; else the
+    text itself as a string."""
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def parse_kwarg(text: str) -> tuple[str, str, Any]:
+    """ "name:key=value" -> (name, key, value)."""
+    name, sep, rest = text.partition(":")
+    key, eq, value = rest.partition("=")
+    if not sep or not eq or not name.strip() or not key.strip().isidentifier():
+        raise argparse.ArgumentTypeError(
+            f"--kwargs {text!r} must look like name:key=value, e.g. window:window_size=7"
+        )
+    return name.strip(), key.strip(), parse_literal(value.strip())
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a positive integer")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be >= 0")
+    return value
+
+
+def positive_float(text: str) -> float:
+    value = non_negative_float(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be > 0")
+    return value
+
+
+def add_bench_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of `lightattn bench` (defaults None where a preset may fill them)."""
+    what = p.add_argument_group("what to run")
+    what.add_argument(
+        "--attn",
+        nargs="+",
+        metavar="NAME",
+        help="mechanisms to run (default: all registered; mhsa is always added as the baseline)",
+    )
+    what.add_argument(
+        "--sizes",
+        nargs="+",
+        type=parse_size,
+        metavar="SIZE",
+        help="map sizes: S (S×S) or HxW (default: 14 28 56 112)",
+    )
+    what.add_argument("--dim", type=positive_int, help="channels C (default 64)")
+    what.add_argument("--heads", type=positive_int, help="heads (default 2)")
+    what.add_argument("--batch", type=positive_int, help="batch size (default 8)")
+    what.add_argument("--dtype", choices=list(DTYPES), help="default fp32")
+    what.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    what.add_argument(
+        "--backward", action="store_true", help="time forward+backward of out.sum() in train mode"
+    )
+    what.add_argument("--compile", action="store_true", help="torch.compile each module")
+    what.add_argument(
+        "--kwargs",
+        action="append",
+        type=parse_kwarg,
+        default=[],
+        metavar="NAME:KEY=VALUE",
+        help="constructor argument for one mechanism (repeatable); values are Python literals",
+    )
+    what.add_argument(
+        "--preset",
+        choices=list(PRESETS),
+        help="a published comparison's settings (explicit options override)",
+    )
+    how = p.add_argument_group("measurement")
+    how.add_argument(
+        "--min-time",
+        type=non_negative_float,
+        default=0.25,
+        metavar="S",
+        help="time each case for at least S seconds (default 0.25)",
+    )
+    how.add_argument(
+        "--min-runs",
+        type=positive_int,
+        default=3,
+        metavar="K",
+        help="at least K timed runs (default 3)",
+    )
+    how.add_argument(
+        "--no-reference", action="store_true", help="do not time the reference (naive) path"
+    )
+    how.add_argument(
+        "--max-case-seconds",
+        type=positive_float,
+        default=12.0,
+        metavar="S",
+        help="skip a case estimated to take longer than S s (default 12)",
+    )
+    how.add_argument(
+        "--max-memory-gb",
+        type=positive_float,
+        default=4.0,
+        metavar="GB",
+        help="skip a case estimated to allocate more (default 4)",
+    )
+    how.add_argument(
+        "--time-budget",
+        type=non_negative_float,
+        default=160.0,
+        metavar="S",
+        help="skip the cases that no longer fit in S s of total run time; "
+        "0 = no budget (default 160)",
+    )
+    how.add_argument(
+        "--threads", type=positive_int, help="torch threads (default: as torch finds them)"
+    )
+    out = p.add_argument_group("output")
+    out.add_argument("--json", action="store_true", help="results as JSON on stdout")
+    out.add_argument(
+        "--out",
+        metavar="DIR",
+        help="write results.csv, results.json, results.md, latency.png, memory.png",
+    )
+    out.add_argument(
+        "--compare",
+        metavar="RESULTS_JSON",
+        help="show the time ratio new/old against an earlier results.json",
+    )
+    out.add_argument(
+        "--fail-if-slower",
+        type=non_negative_float,
+        metavar="PCT",
+        help="with --compare: exit 1 when a case is slower by more than PCT %%",
+    )
+    # fmt: skip
+
+
+def build_parser() -> Parser:
+    """`lightattn` with its subcommands `bench` and `list`."""
+    parser = Parser(prog="lightattn", description="Lightweight self-attention for vision.")
+    sub = parser.add_subparsers(dest="command", metavar="{bench,list}", parser_class=Parser)
+    bench = sub.add_parser(
+        "bench",
+        help="benchmark the registered mechanisms",
+        description="Benchmark latency, memory and throughput.",
+    )
+    add_bench_arguments(bench)
+    listing = sub.add_parser("list", help="the registered mechanisms and their default settings")
+    listing.add_argument("--dim", type=positive_int, default=64)
+    listing.add_argument("--heads", type=positive_int, default=2)
+    listing.add_argument("--json", action="store_true")
+    return parser

@@ -1,0 +1,152 @@
+"""`lightattn bench`: options -> BenchConfig, run with a progress bar, print and write."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+import lightattn
+
+from ..bench import compare, report
+from ..bench.machine import BenchError
+from ..bench.presets import PRESETS, Preset, check_available, preset_summary, preset_table
+from ..bench.results import DEFAULT_SIZES, BenchConfig, BenchResult
+from ..bench.runner import make_runner, run_benchmark
+
+DEFAULTS = {"dim": 64, "heads": 2, "batch": 8, "dtype": "fp32", "sizes": DEFAULT_SIZES}
+
+
+def pick(args: argparse.Namespace, preset: Preset | None, key: str) -> Any:
+    """An explicit option, else the preset's value, else the default."""
+    value = getattr(args, key)
+    if value is not None:
+        return value
+    if preset is not None:
+        return getattr(preset, key)
+    return DEFAULTS[key]
+
+
+def kwargs_from(args: argparse.Namespace, preset: Preset | None) -> dict[str, dict[str, Any]]:
+    """The preset's kwargs updated with every --kwargs name:key=value."""
+    out = {name: dict(kw) for name, kw in (preset.kwargs if preset else {}).items()}
+    for name, key, value in args.kwargs:
+        out.setdefault(name, {})[key] = value
+    return out
+
+
+def check_names(names: list[str]) -> None:
+    """BenchError for a name that is not registered (with the registry's suggestion)."""
+    for name in names:
+        try:
+            lightattn.layers.get_attention_class(name)
+        except ValueError as err:
+            raise BenchError(str(err)) from None
+
+
+def config_from(args: argparse.Namespace) -> tuple[BenchConfig, Preset | None]:
+    """Validate the options (BenchError) and make the run's configuration."""
+    preset = PRESETS[args.preset] if args.preset else None
+    if preset is not None and args.attn is None:
+        check_available(preset)
+    attn = args.attn if args.attn is not None else (preset.attn if preset else [])
+    check_names(attn)
+    if args.fail_if_slower is not None and not args.compare:
+        raise BenchError("--fail-if-slower needs --compare RESULTS_JSON")
+    config = BenchConfig(
+        attn=list(attn), sizes=list(pick(args, preset, "sizes")), dim=pick(args, preset, "dim"),
+        heads=pick(args, preset, "heads"), batch=pick(args, preset, "batch"),
+        dtype=pick(args, preset, "dtype"), device=args.device, backward=args.backward,
+        compile=args.compile, kwargs=kwargs_from(args, preset), min_time=args.min_time,
+        min_runs=args.min_runs, reference=not args.no_reference,
+        max_case_seconds=args.max_case_seconds, max_memory_gb=args.max_memory_gb,
+        time_budget=args.time_budget,
+    )  # fmt: skip
+    return config, preset
+
+
+@contextlib.contextmanager
+def progress_bar(console: Console) -> Iterator[Any]:
+    """An on_case callback that drives a rich progress bar on stderr (off when not a tty)."""
+    columns = (
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()
+    )  # fmt: skip
+    with Progress(*columns, console=console, transient=True,
+                  disable=not console.is_terminal) as progress:  # fmt: skip
+        task = progress.add_task("bench", total=None)
+
+        def on_case(index: int, total: int, name: str, size: tuple[int, int]) -> None:
+            desc = f"{name} {size[0]}x{size[1]}"
+            progress.update(task, completed=index, total=total, description=desc)
+
+        yield on_case
+
+
+def run(args: argparse.Namespace, started: float) -> int:
+    """Run `lightattn bench`; the exit code (1 when --fail-if-slower trips)."""
+    config, preset = config_from(args)
+    old = compare.load_results(args.compare) if args.compare else None
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    runner = make_runner(config, started)
+    err = wide(Console(stderr=True))
+    with progress_bar(err) as on_case:
+        result = run_benchmark(config, on_case, runner)
+    if old is not None:
+        attach_compare(result, old, args.compare, err)
+    if preset is not None:
+        result.extras["preset"] = preset_summary(result, preset)
+    show(result, preset, args.json, err)
+    if args.out:
+        paths = report.write_outputs(result, Path(args.out))
+        err.print("wrote " + ", ".join(str(p) for p in paths), highlight=False)
+    return fail_code(result, args.fail_if_slower, err)
+
+
+def attach_compare(result: BenchResult, old: dict[str, Any], path: str, err: Console) -> None:
+    """Ratios against the earlier run; warn when its settings differ or nothing matched."""
+    count = compare.apply_compare(result.rows, old)
+    diffs = compare.setting_differences(result.config, old)
+    if diffs:
+        err.print("warning: --compare run used other settings: " + "; ".join(diffs),
+                  highlight=False)  # fmt: skip
+    if count == 0:
+        err.print("warning: --compare matched no (mechanism, size) of this run", highlight=False)
+    result.extras["compare"] = {"file": path, "matched": count}
+
+
+def show(result: BenchResult, preset: Preset | None, as_json: bool, err: Console) -> None:
+    """The table (stdout, or stderr with --json) and the JSON (stdout with --json)."""
+    out = err if as_json else wide(Console(file=sys.stdout))
+    report.print_table(result, out)
+    if preset is not None:
+        out.print(preset_table(result, preset))
+    if as_json:
+        sys.stdout.write(report.to_json(result) + "\n")
+        sys.stdout.flush()
+
+
+def wide(console: Console) -> Console:
+    """The console, 160 columns wide when it writes to a file or pipe (no terminal width)."""
+    if not console.is_terminal:
+        console.width = max(console.width, 160)
+    return console
+
+
+def fail_code(result: BenchResult, pct: float | None, err: Console) -> int:
+    """1 when --fail-if-slower PCT is set and some case slowed down by more than PCT %."""
+    if pct is None:
+        return 0
+    slower = compare.slower_than(result.rows, pct)
+    if not slower:
+        return 0
+    cases = ", ".join(f"{r.mechanism} {r.size} {r.compare_ratio:.2f}×" for r in slower)
+    err.print(f"slower by more than {pct:g}%: {cases}", highlight=False)
+    return 1

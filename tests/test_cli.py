@@ -1,0 +1,282 @@
+"""`lightattn bench` / `lightattn list` end to end: smoke runs on tiny maps for every registered
+mechanism, output files and their schema, --compare, exit codes, one-line errors."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import matplotlib.image
+import pytest
+import torch
+
+import lightattn
+from lightattn.bench import machine
+from lightattn.cli import main
+from lightattn.layers import _registry
+
+FAST = ["--batch", "1", "--min-time", "0", "--min-runs", "1"]
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def run_main(argv: list[str]) -> tuple[int, str, str]:
+    """main(argv) in-process: (exit code, stdout, stderr)."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(argv)
+    return code, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory) -> tuple[Path, dict]:
+    """One run of every registered mechanism on 7x7 and 9x9, with --out and --json."""
+    out = tmp_path_factory.mktemp("bench")
+    code, stdout, _ = run_main(["bench", "--sizes", "7", "9", *FAST, "--out", str(out), "--json"])
+    assert code == 0
+    return out, json.loads(stdout)
+
+
+def test_smoke_runs_every_mechanism_at_every_size(smoke):
+    _, data = smoke
+    cases = {(r["mechanism"], r["size"]) for r in data["rows"]}
+    expected = {(n, s) for n in lightattn.list_attention() for s in ("7x7", "9x9")}
+    assert cases == expected
+    assert data["rows"][0]["mechanism"] == "mhsa"  # the baseline leads each size
+    for r in data["rows"]:
+        assert r["status"] == "ok", (r["mechanism"], r["size"], r["note"])
+
+
+def test_json_rows_are_sane(smoke):
+    _, data = smoke
+    for key in ("cpu", "cores", "threads", "torch", "dtype", "device", "date"):
+        assert key in data["machine"]
+    assert data["machine"]["threads"] == torch.get_num_threads()
+    assert data["gemm"]["fp32_gflops"] > 0
+    for r in data["rows"]:
+        module = lightattn.create_attention(r["mechanism"], 64, 2)
+        assert r["macs"] == module.macs(r["h"], r["w"]) * r["batch"]
+        assert r["tokens"] == r["h"] * r["w"]
+        assert r["time_ms"] > 0 and r["ref_time_ms"] > 0
+        assert r["q1_ms"] <= r["time_ms"] <= r["q3_ms"]
+        assert r["runs"] >= 1 and r["gflops"] > 0 and r["gemm_fraction"] > 0
+        assert r["peak_mem_bytes"] > 0 and r["ref_peak_mem_bytes"] > 0
+        assert r["images_per_s"] == pytest.approx(1e3 * r["batch"] / r["time_ms"])
+        assert r["ref_speedup"] == pytest.approx(r["ref_time_ms"] / r["time_ms"])
+        assert r["params"] == sum(p.numel() for p in module.parameters())
+
+
+def test_csv_matches_json(smoke):
+    out, data = smoke
+    with open(out / "results.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == len(data["rows"])
+    for row, jrow in zip(rows, data["rows"], strict=True):
+        assert row["mechanism"] == jrow["mechanism"] and row["size"] == jrow["size"]
+        assert float(row["time_ms"]) == pytest.approx(jrow["time_ms"])
+        assert int(row["macs"]) == jrow["macs"]
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["rows"] == data["rows"]
+    md = (out / "results.md").read_text()
+    assert "| mechanism |" in md and "window" in md
+
+
+@pytest.mark.parametrize("name", ["latency.png", "memory.png"])
+def test_plots_are_valid_png(smoke, name):
+    out, _ = smoke
+    path = out / name
+    assert path.read_bytes()[:8] == PNG_MAGIC
+    image = matplotlib.image.imread(path)
+    assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 100
+    assert path.stat().st_size < 200_000
+
+
+def test_table_printed_without_json(tmp_path):
+    code, stdout, _ = run_main(["bench", "--attn", "window", "--sizes", "7", *FAST])
+    assert code == 0
+    assert "lightattn bench" in stdout and "window" in stdout and "mhsa" in stdout
+    assert "torch threads" in stdout
+
+
+def test_compare_ratio_and_fail_if_slower(smoke, tmp_path):
+    _, data = smoke
+    old = {**data, "rows": [dict(r) for r in data["rows"] if r["mechanism"] in ("mhsa", "linear")]}
+    for r in old["rows"]:
+        r["time_ms"] = 1e-6  # the new run is surely slower
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps(old))
+    args = ["bench", "--attn", "linear", "--sizes", "7", *FAST, "--json", "--compare", str(path)]
+    code, stdout, stderr = run_main([*args, "--fail-if-slower", "10"])
+    assert code == 1
+    assert "slower by more than 10%" in stderr
+    rows = json.loads(stdout)["rows"]
+    assert all(r["compare_ratio"] == pytest.approx(r["time_ms"] / 1e-6) for r in rows)
+    for r in old["rows"]:
+        r["time_ms"] = 1e9  # now surely faster
+    path.write_text(json.dumps(old))
+    code, stdout, _ = run_main([*args, "--fail-if-slower", "10"])
+    assert code == 0
+    assert all(r["compare_ratio"] < 1 for r in json.loads(stdout)["rows"])
+
+
+def test_backward_mode(tmp_path):
+    code, stdout, _ = run_main(["bench", "--attn", "window", "--sizes", "7", *FAST,
+                                "--backward", "--json"])  # fmt: skip
+    assert code == 0
+    data = json.loads(stdout)
+    assert data["config"]["mode"] == "forward+backward"
+    assert all(r["mode"] == "forward+backward" and r["time_ms"] > 0 for r in data["rows"])
+
+
+def test_compile_failure_is_a_row_not_a_traceback(monkeypatch):
+    class Broken(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self._orig_mod = inner
+
+        def forward(self, x):
+            raise RuntimeError("backend exploded")
+
+    monkeypatch.setattr(torch, "compile", lambda m: Broken(m))
+    code, stdout, stderr = run_main(["bench", "--attn", "window", "--sizes", "7", *FAST,
+                                     "--compile", "--json"])  # fmt: skip
+    assert code == 0 and "Traceback" not in stderr
+    for r in json.loads(stdout)["rows"]:
+        assert r["status"] == "error"
+        assert r["note"].startswith("compile failed: RuntimeError: backend exploded")
+
+
+def test_kwargs_reach_the_module():
+    code, stdout, _ = run_main(["bench", "--attn", "window", "--sizes", "7", *FAST, "--json",
+                                "--kwargs", "window:window_size=3",
+                                "--kwargs", "window:shift=true"])  # fmt: skip
+    assert code == 0
+    row = next(r for r in json.loads(stdout)["rows"] if r["mechanism"] == "window")
+    assert row["settings"]["window_size"] == 3 and row["settings"]["shift"] is True
+
+
+def test_preset_litv2_small(monkeypatch):
+    """The preset's table and ratios (shrunk: C=48 and batch 1 instead of 768 and 64)."""
+    code, stdout, _ = run_main(["bench", "--preset", "litv2-cpu", "--dim", "48", *FAST,
+                                "--no-reference", "--json"])  # fmt: skip
+    assert code == 0
+    data = json.loads(stdout)
+    assert {r["mechanism"] for r in data["rows"]} == {"hilo", "window", "sra", "mhsa"}
+    assert all(r["size"] == "14x14" and r["heads"] == 12 for r in data["rows"])
+    hilo = next(r for r in data["rows"] if r["mechanism"] == "hilo")
+    assert hilo["settings"]["window_size"] == 2 and hilo["settings"]["alpha"] == 0.9
+    preset = data["preset"]
+    assert preset["ratios"]["hilo/window"]["published"] == 1.6
+    assert preset["ratios"]["hilo/sra"]["published"] == 1.4
+    assert preset["images_per_s"]["hilo"]["published"] == 1029
+    ratio = preset["ratios"]["hilo/sra"]["measured"]
+    assert ratio == pytest.approx(
+        hilo["images_per_s"]
+        / next(r["images_per_s"] for r in data["rows"] if r["mechanism"] == "sra")
+    )
+
+
+def test_preset_names_missing_mechanisms(monkeypatch):
+    monkeypatch.delitem(_registry._REGISTRY, "hilo")
+    monkeypatch.delitem(_registry._REGISTRY, "sra")
+    code, stdout, stderr = run_main(["bench", "--preset", "litv2-cpu"])
+    assert code == 2 and stdout == ""
+    assert stderr.strip().splitlines() == [
+        "lightattn bench: error: preset litv2-cpu needs mechanism(s) not registered: hilo, sra"
+    ]
+
+
+BAD_ARGS = [
+    (["bench", "--attn", "nosuch"], "unknown attention name='nosuch'"),
+    (["bench", "--attn", "windw"], "did you mean 'window'"),
+    (["bench", "--sizes", "0"], "must be positive"),
+    (["bench", "--sizes", "3x-2"], "must be positive"),
+    (["bench", "--sizes", "big"], "must be S (meaning S×S) or HxW"),
+    (["bench", "--batch", "0"], "must be a positive integer"),
+    (["bench", "--dtype", "fp64"], "invalid choice"),
+    (["bench", "--kwargs", "window"], "must look like name:key=value"),
+    (["bench", "--kwargs", "window:=3"], "must look like name:key=value"),
+    (["bench", "--attn", "window", "--kwargs", "window:nosuch=1"], "unknown argument(s)"),
+    (["bench", "--attn", "window", "--kwargs", "window:window_size=0"], "window_size=0"),
+    (["bench", "--attn", "window", "--kwargs", "sra:sr_ratio=2"], "not benchmarked"),
+    (["bench", "--dim", "30", "--heads", "4"], "dim=30 is not divisible by num_heads=4"),
+    (["bench", "--fail-if-slower", "5"], "--fail-if-slower needs --compare"),
+    (["bench", "--compare", "/nonexistent/results.json"], "cannot read"),
+    (["bench", "--min-time", "-1"], "must be >= 0"),
+    (["bench", "--nosuch"], "unrecognized arguments"),
+    ([], "choose a command"),
+]
+
+
+@pytest.mark.parametrize(("argv", "message"), BAD_ARGS, ids=[" ".join(a) for a, _ in BAD_ARGS])
+def test_bad_arguments_exit_2_with_one_line(argv, message):
+    code, stdout, stderr = run_main(argv)
+    assert code == 2
+    assert stdout == ""
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1, stderr
+    assert message in lines[0]
+    assert "Traceback" not in stderr
+
+
+def test_bad_compare_file(tmp_path):
+    path = tmp_path / "old.json"
+    path.write_text("{not json")
+    code, _, stderr = run_main(["bench", "--compare", str(path)])
+    assert code == 2 and "not valid JSON" in stderr and len(stderr.strip().splitlines()) == 1
+
+
+def test_cuda_without_gpu(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    code, _, stderr = run_main(["bench", "--device", "cuda"])
+    assert code == 2
+    assert stderr.strip() == (
+        "lightattn bench: error: --device cuda was requested but no CUDA GPU is available"
+    )
+
+
+def test_dtype_the_device_cannot_do(monkeypatch):
+    def probe(dtype, device):
+        raise RuntimeError("\"addmm_impl_cpu_\" not implemented for 'Half'")
+
+    monkeypatch.setattr(machine, "probe_dtype", probe)
+    code, _, stderr = run_main(["bench", "--dtype", "fp16"])
+    assert code == 2
+    assert stderr.strip().startswith("lightattn bench: error: --dtype fp16 is not supported on cpu")
+    assert len(stderr.strip().splitlines()) == 1
+
+
+def test_list_shows_every_mechanism():
+    code, stdout, _ = run_main(["list", "--json"])
+    assert code == 0
+    entries = json.loads(stdout)
+    assert [e["name"] for e in entries] == lightattn.list_attention()
+    window = next(e for e in entries if e["name"] == "window")
+    assert window["settings"]["window_size"] == 7
+    code, stdout, _ = run_main(["list"])
+    assert code == 0 and "window_size=7" in stdout
+
+
+def test_python_dash_m_entry_point():
+    env = {**os.environ, "COLUMNS": "200"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "lightattn", "bench", "--attn", "window", "--sizes", "5x6", *FAST,
+         "--no-reference", "--json"],
+        capture_output=True, text=True, timeout=120, env=env,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    assert {(r["mechanism"], r["size"]) for r in data["rows"]} == {
+        ("mhsa", "5x6"),
+        ("window", "5x6"),
+    }
+    assert "reference not run" in data["rows"][0]["note"]
+    bad = subprocess.run([sys.executable, "-m", "lightattn", "bench", "--sizes", "0"],
+                         capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 1
