@@ -39,6 +39,9 @@ def attend(
         attn_mask = bias.to(q.dtype)
         if mask is not None:
             attn_mask = attn_mask.masked_fill(~mask, float("-inf"))
+    if attn_mask is not None and attn_mask.dim() < q.dim():
+        # the fused CPU kernel takes only a mask with q's rank; a lower rank falls back to math
+        attn_mask = attn_mask.view((1,) * (q.dim() - attn_mask.dim()) + attn_mask.shape)
     return F.scaled_dot_product_attention(
         q, k, v, attn_mask=attn_mask, dropout_p=dropout_p, scale=scale
     )
