@@ -125,28 +125,22 @@ def test_axial_receptive_field_is_row_and_column():
 
 
 def test_axial_counts_the_pixel_itself_once():
-    """With constant keys every one of the H + W - 1 pixels gets the same weight."""
-    attn = build("axial").eval()
-    with torch.no_grad():
-        attn.qkv.weight.zero_()
-        attn.qkv.bias.zero_()
-        attn.qkv.bias[2 * DIM :] = 0  # v = 0 except the probe below
-    x = torch.zeros(1, DIM, 3, 4)
-    fast_w, ref_w = [], []
-    for reference, store in ((False, fast_w), (True, ref_w)):
-        attn.reference = reference
-        store.append(attn(x))
-    torch.testing.assert_close(fast_w[0], ref_w[0])
-    # value 1 at the pixel itself only: output weight there is 1 / (H + W - 1)
-    v_probe = torch.zeros(1, DIM, 3, 4)
-    v_probe[0, :, 1, 2] = 1.0
-    with torch.no_grad():
-        attn.qkv.weight[2 * DIM :] = torch.eye(DIM)
-        attn.proj.weight.copy_(torch.eye(DIM))
-        attn.proj.bias.zero_()
-    attn.reference = False
-    out = attn(v_probe)
-    torch.testing.assert_close(out[0, :, 1, 2], torch.full((DIM,), 1 / (3 + 4 - 1)))
+    """With constant logits every one of the H + W - 1 pixels gets the same weight, so a value
+    of 1 at the pixel itself (and 0 elsewhere) comes out as 1 / (H + W - 1)."""
+    for reference in (False, True):
+        attn = build("axial", reference=reference).eval()
+        with torch.no_grad():
+            attn.qkv.weight.zero_()
+            attn.qkv.bias.zero_()
+            attn.qkv.weight[2 * DIM :] = torch.eye(DIM)  # v = x, q = k = 0
+            attn.proj.weight.copy_(torch.eye(DIM))
+            attn.proj.bias.zero_()
+        probe = torch.zeros(1, DIM, 3, 4)
+        probe[0, :, 1, 2] = 1.0
+        out = attn(probe)
+        torch.testing.assert_close(out[0, :, 1, 2], torch.full((DIM,), 1 / (3 + 4 - 1)))
+        torch.testing.assert_close(out[0, :, 0, 2], torch.full((DIM,), 1 / (3 + 4 - 1)))
+        assert out[0, :, 0, 0].abs().max() == 0  # neither row nor column of the probe
 
 
 def test_grid_receptive_field_is_its_position_class():
@@ -189,8 +183,18 @@ def test_mhsa_macs_match_the_textbook_formula():
         ("nystrom", {"pinv_iterations": 0}, "pinv_iterations=0"),
         ("linear", {"attn_drop": 0.1}, "attn_drop=0.1"),
         ("mhsa", {"attn_drop": 1.5}, "attn_drop=1.5"),
+        ("sra", {"pool_size": 7, "sr_ratio": 4}, "pool_size=7"),
+        ("sra", {"pool_size": 7, "reduction": "avg"}, "pool_size=7"),
+        ("position", {"inner": "window", "reduction": 4}, "reduction=4"),
     ],
 )
 def test_bad_settings_raise(name, kwargs, words):
     with pytest.raises(ValueError, match=words):
         lightattn.create_attention(name, DIM, HEADS, **kwargs)
+
+
+@pytest.mark.parametrize("name", ["position", "mhsa", "hilo"])
+def test_qkv_bias_switch_is_honoured(name):
+    with_bias = sum(p.numel() for p in build(name, qkv_bias=True).parameters())
+    without = sum(p.numel() for p in build(name, qkv_bias=False).parameters())
+    assert without < with_bias

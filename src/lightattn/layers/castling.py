@@ -19,7 +19,8 @@ NORM_EPS = 1e-6
 
 def unit(t: Tensor) -> Tensor:
     """t / sqrt(‖t‖² + NORM_EPS) over the last dim: a zero vector stays zero, no NaN."""
-    return t * torch.rsqrt(t.pow(2).sum(-1, keepdim=True) + NORM_EPS)
+    squared = t.float().pow(2).sum(-1, keepdim=True)  # fp32: ‖t‖² overflows fp16 on large maps
+    return t * torch.rsqrt(squared + NORM_EPS).to(t.dtype)
 
 
 def aux_weight_schedule(
@@ -77,7 +78,9 @@ class CastlingAttention(AttentionBase):
     total)` (cosine decay to 0 at 75% of training). Once it is 0, `switch_to_inference()`
     deletes the branch for good; the output is then exactly the training-mode output at
     weight 0. In eval mode the branch is never used. Cost without the branch is linear in
-    N: MACs = 4NC² + 2NCd + NC·kernel_size²; the branch adds 2N²C in training.
+    N: MACs = 4NC² + 2NCd + NC·kernel_size²; the branch adds 2N²C in training and is
+    skipped while its weight is 0. `attn_drop` drops the branch's softmax weights (the only
+    attention matrix; the mask is taken before dropout); the linear path forms none.
     """
 
     def __init__(
@@ -142,9 +145,9 @@ class CastlingAttention(AttentionBase):
     def _aux_branch(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
         """aux_weight · (mask ⊙ S) v with S = softmax(q kᵀ · scale), mask = S > threshold."""
         probs = ((q @ k.transpose(-2, -1)) * self.scale).float().softmax(dim=-1).to(q.dtype)
-        if self.attn_dropout_p > 0:
-            probs = F.dropout(probs, p=self.attn_dropout_p)
         sparse = probs * (probs > self.threshold)
+        if self.attn_dropout_p > 0:
+            sparse = F.dropout(sparse, p=self.attn_dropout_p)
         return self.aux_weight.to(q.dtype) * (sparse @ v)
 
     def _linear_angular(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
@@ -162,7 +165,7 @@ class CastlingAttention(AttentionBase):
         qkv = self.qkv(x)
         q, k, v = qkv.view(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         out = self._linear_angular(q, k, v)
-        if self.training and self.has_aux:
+        if self.training and self.has_aux and self.aux_weight.item() > 0:
             out = out + self._aux_branch(q, k, v)
         out = self.merge_heads(unit(out))
         out = out + as_tokens(self.dwconv(as_map(qkv[..., 2 * c :], h, w)))

@@ -24,7 +24,9 @@ class LinearAttention(AttentionBase):
     (B, C, H, W) -> (B, C, H, W), or (B, N, C) with hw -> (B, N, C).
     The fast path forms kᵀv first: O(N d²) time per head and O(N d) memory;
     MACs = 4NC² + 2NdC + NC. The reference path forms the row-normalised N x N matrix.
-    There is no attention matrix to drop out, so `attn_drop` must be 0.
+    There is no attention matrix to drop out, so `attn_drop` must be 0. Keys are scaled by
+    1/N (the ratio is unchanged) so that fp16 sums over large maps stay finite; `eps` is added
+    to the normaliser φ(q_i)ᵀ mean_j φ(k_j).
     """
 
     def __init__(
@@ -51,7 +53,8 @@ class LinearAttention(AttentionBase):
 
     def forward_tokens(self, x: Tensor, h: int, w: int) -> Tensor:
         q, k, v = self.split_qkv(self.qkv(x))
-        q, k = feature_map(q), feature_map(k)
+        # keys scaled by 1/N: the ratio is unchanged and fp16 sums over N do not overflow
+        q, k = feature_map(q), feature_map(k) / k.shape[-2]
         if self.reference:
             weights = q @ k.transpose(-2, -1)
             out = (weights / (weights.sum(-1, keepdim=True) + self.eps)) @ v

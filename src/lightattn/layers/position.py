@@ -28,7 +28,7 @@ class PositionAttention(AttentionBase):
 
     Lightweight form: `inner="<registered name>"` replaces the N x N attention (B', C', D
     and S) by that mechanism, built as create_attention(inner, dim, num_heads,
-    attn_drop=, proj_drop=, reference=, **inner_kwargs); out = gamma · inner(x) + x and
+    qkv_bias=, attn_drop=, proj_drop=, reference=, **inner_kwargs); out = gamma · inner(x) + x and
     `macs` is the inner mechanism's. Setting `reference` propagates to the inner module.
     Keyword arguments other than the ones above are the inner mechanism's; without
     `inner` they are an error.
@@ -39,14 +39,19 @@ class PositionAttention(AttentionBase):
         dim: int,
         num_heads: int = 8,
         inner: str | None = None,
-        reduction: int = 8,
+        reduction: int | None = None,
+        qkv_bias: bool = True,
         attn_drop: float = 0.0,
         proj_drop: float = 0.0,
         reference: bool = False,
         **inner_kwargs: Any,
     ) -> None:
         super().__init__(dim, num_heads, attn_drop, proj_drop, reference)
-        self.reduction = check_positive_int("reduction", reduction)
+        if inner is not None and reduction is not None:
+            raise ValueError(
+                f"reduction={reduction!r} applies to the N x N form, not inner={inner!r}"
+            )
+        self.reduction = check_positive_int("reduction", 8 if reduction is None else reduction)
         self.gamma = nn.Parameter(torch.zeros(()))
         self.inner_name = inner
         self.inner: AttentionBase | None = None
@@ -55,12 +60,12 @@ class PositionAttention(AttentionBase):
                 raise ValueError(
                     f"unknown argument(s) {sorted(inner_kwargs)} for attention 'position' "
                     "(they are only accepted with inner=<name>); accepted: inner, reduction, "
-                    "attn_drop, proj_drop, reference"
+                    "qkv_bias, attn_drop, proj_drop, reference"
                 )
-            self.qk_dim = max(1, dim // reduction)
-            self.query = nn.Linear(dim, self.qk_dim)
-            self.key = nn.Linear(dim, self.qk_dim)
-            self.value = nn.Linear(dim, dim)
+            self.qk_dim = max(1, dim // self.reduction)
+            self.query = nn.Linear(dim, self.qk_dim, bias=qkv_bias)
+            self.key = nn.Linear(dim, self.qk_dim, bias=qkv_bias)
+            self.value = nn.Linear(dim, dim, bias=qkv_bias)
             return
         if not isinstance(inner, str):
             raise ValueError(f"inner={inner!r} must be a registered attention name")
@@ -68,8 +73,8 @@ class PositionAttention(AttentionBase):
             raise ValueError("inner='position' is not allowed (a position module inside itself)")
         try:
             self.inner = create_attention(
-                inner, dim, num_heads, attn_drop=attn_drop, proj_drop=proj_drop,
-                reference=reference, **inner_kwargs,
+                inner, dim, num_heads, qkv_bias=qkv_bias, attn_drop=attn_drop,
+                proj_drop=proj_drop, reference=reference, **inner_kwargs,
             )  # fmt: skip
         except ValueError as err:
             raise ValueError(f"position(inner={inner!r}): {err}") from err

@@ -22,13 +22,15 @@ class SpatialReductionAttention(AttentionBase):
     (B, C, H, W) -> (B, C, H, W), or (B, N, C) with hw -> (B, N, C).
 
     Reductions:
-    - `reduction="conv"` (PVTv1, default): conv with kernel = stride = `sr_ratio`, then
-      LayerNorm. A map not divisible by sr_ratio is padded with zeros, so a partial border
-      patch is the weighted sum of its real pixels only (nothing is dropped).
+    - `reduction="conv"` (PVTv1, default; `sr_ratio` defaults to 2): conv with
+      kernel = stride = `sr_ratio`, then LayerNorm. A map not divisible by sr_ratio is
+      padded with zeros, so a partial border patch is the weighted sum of its real pixels
+      only (nothing is dropped).
     - `reduction="avg"`: average pooling sr_ratio x sr_ratio (ceil mode: a partial border
       patch averages its real pixels only), no conv, no norm. This is HiLo's Lo-Fi reduction.
     - `pool_size=P` (PVTv2 "linear SRA"): adaptive average pooling to P x P (min with the
-      map size), 1x1 conv, LayerNorm, GELU. Cost linear in N.
+      map size), 1x1 conv, LayerNorm, GELU. Cost linear in N. Not combinable with
+      `sr_ratio` or `reduction`.
     sr_ratio = 1 without pool_size is plain mhsa. MACs = NC² (q) + 2·Nr·C² (kv) + the
     reduction conv + 2·N·Nr·C + NC² (proj), Nr the reduced token count.
     """
@@ -37,17 +39,23 @@ class SpatialReductionAttention(AttentionBase):
         self,
         dim: int,
         num_heads: int = 8,
-        sr_ratio: int = 2,
+        sr_ratio: int | None = None,
         pool_size: int | None = None,
-        reduction: str = "conv",
+        reduction: str | None = None,
         qkv_bias: bool = True,
         attn_drop: float = 0.0,
         proj_drop: float = 0.0,
         reference: bool = False,
     ) -> None:
         super().__init__(dim, num_heads, attn_drop, proj_drop, reference)
-        self.sr_ratio = check_positive_int("sr_ratio", sr_ratio)
+        if pool_size is not None and (sr_ratio is not None or reduction is not None):
+            raise ValueError(
+                f"pool_size={pool_size!r} (PVTv2 linear SRA) cannot be combined with "
+                f"sr_ratio={sr_ratio!r} or reduction={reduction!r}"
+            )
+        self.sr_ratio = check_positive_int("sr_ratio", 2 if sr_ratio is None else sr_ratio)
         self.pool_size = None if pool_size is None else check_positive_int("pool_size", pool_size)
+        reduction = "conv" if reduction is None else reduction
         self.reduction = check_choice("reduction", reduction, ("conv", "avg"))
         self.q = nn.Linear(dim, dim, bias=qkv_bias)
         self.kv = nn.Linear(dim, 2 * dim, bias=qkv_bias)
@@ -56,8 +64,8 @@ class SpatialReductionAttention(AttentionBase):
         if self.pool_size is not None:
             self.sr = nn.Conv2d(dim, dim, 1)
             self.norm = nn.LayerNorm(dim)
-        elif sr_ratio > 1 and reduction == "conv":
-            self.sr = nn.Conv2d(dim, dim, sr_ratio, stride=sr_ratio)
+        elif self.sr_ratio > 1 and reduction == "conv":
+            self.sr = nn.Conv2d(dim, dim, self.sr_ratio, stride=self.sr_ratio)
             self.norm = nn.LayerNorm(dim)
 
     def settings(self) -> dict[str, Any]:
