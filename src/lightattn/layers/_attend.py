@@ -34,6 +34,12 @@ def attend(
         if dropout_p > 0:
             weights = F.dropout(weights, p=dropout_p)
         return weights @ v
+    if q.dim() == 3:  # one head: the fused CPU kernel takes only 4-D inputs
+        q, k, v = q.unsqueeze(1), k.unsqueeze(1), v.unsqueeze(1)
+        mask = None if mask is None else mask.unsqueeze(-3)
+        bias = None if bias is None else bias.unsqueeze(-3)
+        out = attend(q, k, v, scale=scale, mask=mask, bias=bias, dropout_p=dropout_p)
+        return out.squeeze(1)
     attn_mask = mask
     if bias is not None:
         attn_mask = bias.to(q.dtype)
