@@ -11,9 +11,10 @@ import torch
 
 import lightattn
 from lightattn.bench import compare, estimate, measure, memory
+from lightattn.bench import runner as runner_mod
 from lightattn.bench.plots import fit_exponent
 from lightattn.bench.results import BenchConfig, Row
-from lightattn.bench.runner import run_benchmark
+from lightattn.bench.runner import make_runner, run_benchmark
 from lightattn.cli.args import parse_kwarg, parse_literal, parse_size
 
 
@@ -21,7 +22,7 @@ def test_timing_statistics():
     t = measure.Timing([0.4, 0.1, 0.3, 0.2, 0.5], warmup=[1.0])
     assert t.runs == 5 and t.median == pytest.approx(0.3) and t.best == pytest.approx(0.1)
     assert t.q1 == pytest.approx(0.2) and t.q3 == pytest.approx(0.4)
-    assert t.iqr == pytest.approx(0.2) and t.total == pytest.approx(2.5)
+    assert t.iqr == pytest.approx(0.2) and t.warmup == [1.0]
 
 
 def test_time_calls_warms_up_and_repeats_to_min_runs():
@@ -97,19 +98,19 @@ def test_predict_memory_extrapolates_the_measured_exponent():
 
 
 def test_case_seconds_counts_warmup_and_runs():
-    assert estimate.case_seconds(1.0, 0.25, 3) == pytest.approx(4.0)  # profiled call + 3 runs
-    assert estimate.case_seconds(1.0, 0.25, 3, cuda=True) == pytest.approx(5.0)
-    assert estimate.case_seconds(0.01, 0.25, 3) == pytest.approx(0.27)  # 2 warm-ups + min_time
+    # plain warm-up + profiled call + 3 runs
+    assert estimate.case_seconds(1.0, 0.25, 3) == pytest.approx(5.0)
+    assert estimate.case_seconds(0.01, 0.25, 3) == pytest.approx(0.27)  # 2 untimed + min_time
 
 
 def test_skips_are_stated_never_silent():
-    """With a tiny memory limit every case after the first is skipped, each with a reason."""
+    """With a tiny memory limit every case is skipped (the first one from its batch-1 probe),
+    each with a reason."""
     config = BenchConfig(attn=["mhsa"], sizes=[(6, 6), (12, 12), (24, 24)], dim=16, batch=1,
                          min_time=0.0, min_runs=1, max_memory_gb=1e-6)  # fmt: skip
     rows = run_benchmark(config).rows
     assert [r.size for r in rows] == ["6x6", "12x12", "24x24"]
-    assert rows[0].status == "ok"
-    for r in rows[1:]:
+    for r in rows:
         assert r.status == "skipped" and r.time_ms is None
         assert "GB memory limit" in r.note and "reference skipped: estimated" in r.note
 
@@ -172,3 +173,108 @@ def test_parse_kwarg_literals():
     for bad in ("hilo", "hilo:alpha", ":alpha=1", "hilo:1x=2"):
         with pytest.raises(argparse.ArgumentTypeError):
             parse_kwarg(bad)
+
+
+def test_first_size_memory_limit_applies_without_history():
+    """A first size of at most 1024 tokens is probed at batch 1, so the limit applies."""
+    config = BenchConfig(attn=["mhsa"], sizes=[(6, 6)], dim=16, batch=4, min_time=0.0,
+                         min_runs=1, max_memory_gb=1e-9)  # fmt: skip
+    (row,) = run_benchmark(config).rows
+    assert row.status == "skipped" and "GB memory limit" in row.note
+
+
+def test_first_size_probe_scales_memory_by_batch():
+    config = BenchConfig(attn=["mhsa"], sizes=[(6, 6)], dim=16, batch=4, reference=False)
+    runner = make_runner(config)
+    history: list[estimate.Point] = []
+    runner._probe(runner.modules["mhsa"], history, 6, 6)
+    (point,) = history
+    assert point.tokens == 36 and point.macs == runner.modules["mhsa"].macs(6, 6) * 4
+    assert point.mem_bytes and point.mem_bytes % 4 == 0
+
+
+def test_profiled_call_time_never_decides_too_slow(monkeypatch):
+    """The profiled call (slow here, like the profiler's start-up) is not the TooSlow input."""
+    real = runner_mod.peak_memory
+
+    def slow_peak(fn, device):
+        time.sleep(0.3)
+        return real(fn, device)
+
+    monkeypatch.setattr(runner_mod, "peak_memory", slow_peak)
+    config = BenchConfig(attn=["mhsa"], sizes=[(4, 4)], dim=16, batch=1, min_time=0.0,
+                         min_runs=3, max_case_seconds=0.5, time_budget=0)  # fmt: skip
+    (row,) = run_benchmark(config).rows
+    assert row.status == "ok", row.note
+    assert row.ref_time_ms is not None
+
+
+def test_runner_warms_the_profiler_up_at_start(monkeypatch):
+    calls = []
+    monkeypatch.setattr(runner_mod, "peak_memory", lambda fn, device: calls.append(fn))
+    make_runner(BenchConfig(attn=["mhsa"], dim=16, reference=False))
+    assert len(calls) == 1
+
+
+def test_time_floor_uses_the_faster_of_fp32_and_dtype_gemm():
+    config = BenchConfig(attn=["mhsa"], dim=16, dtype="bf16", reference=False)
+    runner = make_runner(config)
+    runner.gemm = {"fp32_gflops": 100.0}
+    runner.gemm_flops = 1e9  # bf16 GEMM without a fast kernel: 1 GFLOP/s
+    runner.floor_flops = max(runner.gemm["fp32_gflops"] * 1e9, runner.gemm_flops)
+    # 5 GMACs: 10 s per call at the bf16 GEMM rate, 0.1 s at the fp32 one
+    assert runner.skip_reason([], 36, 5 * 10**9) is None
+    runner.floor_flops = runner.gemm_flops
+    assert "case limit" in runner.skip_reason([], 36, 5 * 10**9)
+
+
+def test_measure_gemm_sets_the_floor_from_both_rates(monkeypatch):
+    rates = {torch.float32: 100e9, torch.bfloat16: 1e9}
+    monkeypatch.setattr(
+        runner_mod, "gemm_rate", lambda device, dtype, size: (rates[dtype], 256, None)
+    )
+    runner = make_runner(BenchConfig(attn=["mhsa"], dim=16, dtype="bf16", reference=False))
+    gemm = runner.measure_gemm()
+    assert gemm["bf16_gflops"] == 1.0 and gemm["fp32_gflops"] == 100.0
+    assert runner.gemm_flops == 1e9 and runner.floor_flops == 100e9
+
+
+def test_gemm_size_label_names_the_best_measurement(monkeypatch):
+    results = iter([(50e9, 1024, None), (60e9, 512, None)])
+    monkeypatch.setattr(runner_mod, "gemm_rate", lambda device, dtype, size: next(results))
+    runner = make_runner(BenchConfig(attn=["mhsa"], dim=16, reference=False))
+    runner.measure_gemm("start")
+    gemm = runner.measure_gemm("end")
+    assert gemm["fp32_gflops"] == 60.0 and gemm["fp32_size"] == 512
+
+
+def test_backward_runs_backward():
+    """The module receives gradients and the rate counts 3x the forward MACs."""
+    config = BenchConfig(attn=["mhsa"], sizes=[(6, 6)], dim=16, batch=1, min_time=0.0,
+                         min_runs=1, backward=True, reference=False)  # fmt: skip
+    runner = make_runner(config)
+    (row,) = run_benchmark(config, runner=runner).rows
+    assert row.mode == "forward+backward"
+    params = [p for p in runner.modules["mhsa"].parameters() if p.requires_grad]
+    assert params and all(p.grad is not None for p in params)
+    assert row.gflops == pytest.approx(6 * row.macs / (row.time_ms / 1e3) / 1e9)
+
+
+def test_compare_lost_cases_and_kwargs_differences():
+    rows = [make_row("mhsa", 7, 3.0), make_row("window", 7, None)]
+    rows[1].status = "skipped"
+    old = {"config": {"kwargs": {"window": {"window_size": [2, 3]}}, "threads": 4},
+           "rows": [{"mechanism": "window", "h": 7, "w": 7, "time_ms": 1.0}]}  # fmt: skip
+    assert compare.lost_cases(rows, old) == [rows[1]]
+    same = {"kwargs": {"window": {"window_size": (2, 3)}}, "threads": 4}
+    assert compare.setting_differences(same, old) == []
+    diffs = compare.setting_differences({"kwargs": {}, "threads": 2}, old)
+    assert diffs == ["kwargs: {'window': {'window_size': [2, 3]}} -> {}", "threads: 4 -> 2"]
+
+
+@pytest.mark.parametrize("text", ["inf", "-inf", "nan", "Infinity"])
+def test_numeric_options_reject_non_finite(text):
+    from lightattn.cli.args import non_negative_float
+
+    with pytest.raises(argparse.ArgumentTypeError, match="finite"):
+        non_negative_float(text)

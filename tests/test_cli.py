@@ -68,7 +68,12 @@ def test_json_rows_are_sane(smoke):
         assert r["peak_mem_bytes"] > 0 and r["ref_peak_mem_bytes"] > 0
         assert r["images_per_s"] == pytest.approx(1e3 * r["batch"] / r["time_ms"])
         assert r["ref_speedup"] == pytest.approx(r["ref_time_ms"] / r["time_ms"])
+        assert r["gflops"] == pytest.approx(2 * r["macs"] / (r["time_ms"] / 1e3) / 1e9)
+        assert r["gemm_fraction"] == pytest.approx(r["gflops"] / data["gemm"]["fp32_gflops"])
+        base = next(b for b in data["rows"] if b["mechanism"] == "mhsa" and b["size"] == r["size"])
+        assert r["vs_baseline"] == pytest.approx(base["time_ms"] / r["time_ms"])
         assert r["params"] == sum(p.numel() for p in module.parameters())
+    assert data["config"]["threads"] == torch.get_num_threads()
 
 
 def test_csv_matches_json(smoke):
@@ -130,7 +135,10 @@ def test_backward_mode(tmp_path):
     assert code == 0
     data = json.loads(stdout)
     assert data["config"]["mode"] == "forward+backward"
-    assert all(r["mode"] == "forward+backward" and r["time_ms"] > 0 for r in data["rows"])
+    for r in data["rows"]:
+        assert r["mode"] == "forward+backward" and r["time_ms"] > 0
+        assert r["gflops"] == pytest.approx(6 * r["macs"] / (r["time_ms"] / 1e3) / 1e9)
+    # that backward really ran is checked in test_bench.test_backward_runs_backward
 
 
 def test_compile_failure_is_a_row_not_a_traceback(monkeypatch):
@@ -149,6 +157,38 @@ def test_compile_failure_is_a_row_not_a_traceback(monkeypatch):
     for r in json.loads(stdout)["rows"]:
         assert r["status"] == "error"
         assert r["note"].startswith("compile failed: RuntimeError: backend exploded")
+
+
+def test_compile_runtime_error_is_not_a_compile_failure(monkeypatch):
+    """The first (compiling) call works and is kept out of the case limit; a later call's
+    error is reported as a runtime error."""
+    import time
+
+    class Flaky(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self._orig_mod = inner
+            self.calls = 0
+
+        def forward(self, x):
+            self.calls += 1
+            if self.calls == 1:
+                time.sleep(0.4)  # "compiling": not one call of the case
+                return self._orig_mod(x)
+            if isinstance(self._orig_mod, lightattn.layers.get_attention_class("window")):
+                raise RuntimeError("kernel exploded")
+            return self._orig_mod(x)
+
+    monkeypatch.setattr(torch, "compile", lambda m: Flaky(m))
+    code, stdout, stderr = run_main(["bench", "--attn", "window", "--sizes", "7", *FAST,
+                                     "--compile", "--json", "--no-reference",
+                                     "--max-case-seconds", "0.3"])  # fmt: skip
+    assert code == 0 and "Traceback" not in stderr
+    rows = {r["mechanism"]: r for r in json.loads(stdout)["rows"]}
+    assert rows["mhsa"]["status"] == "ok", rows["mhsa"]["note"]
+    assert "compile 0.4 s" in rows["mhsa"]["note"]
+    assert rows["window"]["status"] == "error"
+    assert rows["window"]["note"].startswith("error: RuntimeError: kernel exploded")
 
 
 def test_kwargs_reach_the_module():
@@ -181,6 +221,31 @@ def test_preset_litv2_small(monkeypatch):
     )
 
 
+def test_preset_with_attn_keeps_only_its_kwargs():
+    code, stdout, stderr = run_main(["bench", "--preset", "litv2-cpu", "--attn", "hilo",
+                                     "--dim", "48", "--sizes", "7", *FAST, "--no-reference",
+                                     "--json"])  # fmt: skip
+    assert code == 0, stderr
+    data = json.loads(stdout)
+    assert {r["mechanism"] for r in data["rows"]} == {"hilo", "mhsa"}
+    assert set(data["config"]["kwargs"]) == {"hilo"}
+    warning = next(line for line in stderr.splitlines() if line.startswith("warning"))
+    assert "dim 768 -> 48" in warning and "batch 64 -> 1" in warning
+    assert "sizes ['14x14'] -> ['7x7']" in warning
+    # the published numbers are for 14x14: nothing measured at 7x7 is put beside them
+    assert data["preset"]["images_per_s"]["hilo"]["measured"] is None
+    assert data["preset"]["differences"]
+
+
+def test_preset_table_labels_from_the_run():
+    code, stdout, stderr = run_main(["bench", "--preset", "litv2-cpu", "--attn", "hilo",
+                                     "--dim", "48", *FAST, "--no-reference",
+                                     "--kwargs", "hilo:alpha=0.5"])  # fmt: skip
+    assert code == 0, stderr
+    assert "hilo (window_size=2, alpha=0.5) img/s" in stdout
+    assert "hilo kwargs" in stderr
+
+
 def test_preset_names_missing_mechanisms(monkeypatch):
     monkeypatch.delitem(_registry._REGISTRY, "hilo")
     monkeypatch.delitem(_registry._REGISTRY, "sra")
@@ -208,6 +273,8 @@ BAD_ARGS = [
     (["bench", "--fail-if-slower", "5"], "--fail-if-slower needs --compare"),
     (["bench", "--compare", "/nonexistent/results.json"], "cannot read"),
     (["bench", "--min-time", "-1"], "must be >= 0"),
+    (["bench", "--time-budget", "inf"], "must be a finite number"),
+    (["bench", "--max-memory-gb", "nan"], "must be a finite number"),
     (["bench", "--nosuch"], "unrecognized arguments"),
     ([], "choose a command"),
 ]
@@ -229,6 +296,67 @@ def test_bad_compare_file(tmp_path):
     path.write_text("{not json")
     code, _, stderr = run_main(["bench", "--compare", str(path)])
     assert code == 2 and "not valid JSON" in stderr and len(stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [({"config": [], "rows": []}, "'config' must be an object"),
+     ({"config": {}, "rows": [1, 2]}, "'rows' must be a list of objects")],
+)  # fmt: skip
+def test_malformed_compare_file(tmp_path, content, message):
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps(content))
+    code, _, stderr = run_main(["bench", "--compare", str(path)])
+    assert code == 2 and message in stderr and len(stderr.strip().splitlines()) == 1
+
+
+def test_case_lost_since_the_earlier_run_fails_the_gate(smoke, tmp_path):
+    _, data = smoke
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps(data))
+    code, _, stderr = run_main(["bench", "--attn", "linear", "--sizes", "7", *FAST,
+                                "--compare", str(path), "--fail-if-slower", "1e9",
+                                "--max-memory-gb", "1e-9"])  # fmt: skip
+    assert code == 1
+    assert "measured in the earlier run, not in this one: mhsa 7x7 skipped" in stderr
+
+
+def test_bad_out_fails_before_the_run(tmp_path, monkeypatch):
+    from lightattn.cli import bench_cmd
+
+    monkeypatch.setattr(bench_cmd, "run_benchmark", lambda *a: pytest.fail("ran"))
+    existing = tmp_path / "file"
+    existing.write_text("")
+    for out in (existing, existing / "sub"):
+        code, stdout, stderr = run_main(["bench", "--sizes", "7", *FAST, "--out", str(out)])
+        assert code == 2 and stdout == "" and "Traceback" not in stderr
+        assert len(stderr.strip().splitlines()) == 1
+        assert "--out" in stderr and "cannot create directory" in stderr
+
+
+@pytest.mark.parametrize("error", [RuntimeError("huge allocation"), MemoryError()])
+def test_build_errors_are_one_line(monkeypatch, error):
+    def boom(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(lightattn, "create_attention", boom)
+    code, _, stderr = run_main(["bench", "--attn", "window", "--sizes", "7", *FAST])
+    assert code == 2 and "Traceback" not in stderr
+    assert stderr.startswith("lightattn bench: error: cannot build 'mhsa'")
+    assert len(stderr.strip().splitlines()) == 1
+
+
+def test_reference_copy_errors_are_one_line(monkeypatch):
+    from lightattn.bench import runner
+
+    def boom(module):
+        raise MemoryError("no room")
+
+    monkeypatch.setattr(runner.copy, "deepcopy", boom)
+    code, _, stderr = run_main(["bench", "--attn", "window", "--sizes", "7", *FAST])
+    assert code == 2 and "Traceback" not in stderr
+    assert "cannot copy 'mhsa' for its reference path: MemoryError: no room" in stderr
+    assert len(stderr.strip().splitlines()) == 1
 
 
 def test_cuda_without_gpu(monkeypatch):

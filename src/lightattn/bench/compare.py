@@ -9,7 +9,9 @@ from typing import Any
 from .machine import BenchError
 from .results import Row
 
-COMPARED_SETTINGS = ("dim", "heads", "batch", "dtype", "device", "mode", "compile")
+COMPARED_SETTINGS = (
+    "dim", "heads", "batch", "dtype", "device", "mode", "compile", "kwargs", "threads"
+)  # fmt: skip
 
 
 def load_results(path: str | Path) -> dict[str, Any]:
@@ -24,6 +26,10 @@ def load_results(path: str | Path) -> dict[str, Any]:
         ) from None
     if not isinstance(data, dict) or not isinstance(data.get("rows"), list):
         raise BenchError(f"--compare {path}: not a lightattn bench results.json (no 'rows')")
+    if not all(isinstance(r, dict) for r in data["rows"]):
+        raise BenchError(f"--compare {path}: 'rows' must be a list of objects")
+    if not isinstance(data.get("config", {}), dict):
+        raise BenchError(f"--compare {path}: 'config' must be an object")
     return data
 
 
@@ -59,8 +65,19 @@ def setting_differences(config: dict[str, Any], old: dict[str, Any]) -> list[str
     return [
         f"{k}: {before[k]} -> {config.get(k)}"
         for k in COMPARED_SETTINGS
-        if k in before and before[k] != config.get(k)
+        if k in before and as_json(before[k]) != as_json(config.get(k))
     ]
+
+
+def as_json(value: Any) -> Any:
+    """The value as it reads back from JSON (tuples become lists), for comparisons."""
+    return json.loads(json.dumps(value, default=str))
+
+
+def lost_cases(rows: list[Row], old: dict[str, Any]) -> list[Row]:
+    """Rows measured in the earlier run but skipped or failed in this one."""
+    times = old_times(old)
+    return [r for r in rows if r.status != "ok" and (r.mechanism, r.h, r.w) in times]
 
 
 def slower_than(rows: list[Row], pct: float) -> list[Row]:

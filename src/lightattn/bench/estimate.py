@@ -59,8 +59,7 @@ def predict_memory(history: list[Point], tokens: int) -> float | None:
     return last.mem_bytes * (max(tokens, 1) / last.tokens) ** q
 
 
-def case_seconds(call: float, min_time: float, min_runs: int, cuda: bool = False) -> float:
-    """Seconds a whole case takes: the profiled call (the first warm-up; on CUDA after one
-    more), a second warm-up for quick calls, and the timed runs."""
-    untimed = 1 + (call < 0.05) + cuda
-    return call * untimed + max(min_runs * call, min_time)
+def case_seconds(call: float, min_time: float, min_runs: int) -> float:
+    """Seconds a whole case takes: two untimed calls (a plain warm-up and the profiled call
+    for the peak memory) and the timed runs."""
+    return 2 * call + max(min_runs * call, min_time)

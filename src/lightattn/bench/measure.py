@@ -41,10 +41,6 @@ class Timing:
     def iqr(self) -> float:
         return self.q3 - self.q1
 
-    @property
-    def total(self) -> float:
-        return float(sum(self.times) + sum(self.warmup))
-
 
 class TooSlow(Exception):
     """The first (warm-up) call showed that the minimum number of runs would take too long."""
@@ -55,6 +51,12 @@ class TooSlow(Exception):
             f"the {limit:g} s case limit"
         )
         self.seconds = seconds
+
+
+def check_too_slow(seconds: float, max_seconds: float, min_runs: int) -> None:
+    """TooSlow when `min_runs` calls of `seconds` each would exceed `max_seconds`."""
+    if seconds * min_runs > max_seconds:
+        raise TooSlow(seconds, max_seconds, min_runs)
 
 
 def timed_call(fn: Callable[[], object], sync: Callable[[], None]) -> float:
@@ -75,17 +77,17 @@ def time_calls(
     max_seconds: float = math.inf,
     sync: Callable[[], None] = lambda: None,
     warmed: list[float] | None = None,
+    max_warmups: int = 2,
 ) -> Timing:
-    """Warm up (one call; two when a call is quick), then time calls until at least `min_runs`
-    runs and `min_time` seconds. `warmed`: seconds of untimed calls already made (they count
-    as warm-up). Raises TooSlow when the last warm-up shows that `min_runs` runs would take
-    longer than `max_seconds`."""
+    """Warm up (one call; up to `max_warmups` when a call is quick), then time calls until at
+    least `min_runs` runs and `min_time` seconds. `warmed`: seconds of untimed calls already
+    made (they count as warm-up). Raises TooSlow when the last warm-up shows that `min_runs`
+    runs would take longer than `max_seconds`."""
     warmup = list(warmed or [])
     if not warmup:
         warmup.append(timed_call(fn, sync))
-    if warmup[-1] * min_runs > max_seconds:
-        raise TooSlow(warmup[-1], max_seconds, min_runs)
-    if warmup[-1] < 0.05:
+    check_too_slow(warmup[-1], max_seconds, min_runs)
+    while len(warmup) < max_warmups and warmup[-1] < 0.05:
         warmup.append(timed_call(fn, sync))
     times: list[float] = []
     while len(times) < max_runs:

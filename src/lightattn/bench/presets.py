@@ -10,7 +10,7 @@ from rich.table import Table
 import lightattn
 
 from .machine import BenchError
-from .results import BenchResult
+from .results import BASELINE, BenchResult, Row
 
 
 @dataclass(frozen=True)
@@ -66,23 +66,61 @@ def check_available(preset: Preset) -> None:
         )
 
 
-def throughputs(result: BenchResult) -> dict[str, float]:
-    """mechanism -> images/s of its (single-size) measured row."""
-    return {r.mechanism: r.images_per_s for r in result.rows if r.images_per_s}
+def preset_kwargs(preset: Preset, names: list[str]) -> dict[str, dict[str, Any]]:
+    """The preset's constructor arguments of the mechanisms in `names` (all when empty)."""
+    return {
+        n: dict(kw) for n, kw in preset.kwargs.items() if not names or n in names or n == BASELINE
+    }
+
+
+def preset_rows(result: BenchResult, preset: Preset) -> list[Row]:
+    """The measured rows at the preset's own map sizes (the published numbers are for those)."""
+    sizes = {f"{h}x{w}" for h, w in preset.sizes}
+    return [r for r in result.rows if r.size in sizes and r.images_per_s]
+
+
+def throughputs(result: BenchResult, preset: Preset) -> dict[str, float]:
+    """mechanism -> images/s of its measured row at the preset's size."""
+    return {r.mechanism: r.images_per_s for r in preset_rows(result, preset)}
+
+
+def differences(config: dict[str, Any], preset: Preset) -> list[str]:
+    """Settings of this run that differ from the published ones (`config` as in results.json)."""
+    published = {
+        "dim": preset.dim, "heads": preset.heads, "batch": preset.batch, "dtype": preset.dtype,
+        "sizes": [f"{h}x{w}" for h, w in preset.sizes],
+    }  # fmt: skip
+    out = [f"{k} {v} -> {config.get(k)}" for k, v in published.items() if config.get(k) != v]
+    run_kw = config.get("kwargs", {})
+    for name in config.get("attn") or dict.fromkeys([*preset.kwargs, *run_kw]):
+        want, got = preset.kwargs.get(name, {}), run_kw.get(name, {})
+        if want != got:
+            out.append(f"{name} kwargs {want} -> {got}")
+    return out
+
+
+def label(name: str, result: BenchResult) -> str:
+    """`name (key=value, ...) img/s` with the values the measured row actually used."""
+    keys = result.config.get("kwargs", {}).get(name, {})
+    row = next((r for r in result.rows if r.mechanism == name), None)
+    values = row.settings if row is not None else keys
+    settings = ", ".join(f"{k}={values.get(k, keys[k])}" for k in keys)
+    return f"{name} ({settings}) img/s" if settings else f"{name} img/s"
 
 
 def preset_table(result: BenchResult, preset: Preset) -> Table:
-    """Measured images/s beside the published ones, then the published speed ratios."""
-    measured = throughputs(result)
+    """Measured images/s (at the preset's size) beside the published ones, then the published
+    speed ratios."""
+    measured = throughputs(result, preset)
     table = Table(title=f"preset {preset.name}: {preset.source}", caption="\n".join(preset.notes))
     for col in ("", "measured", "published"):
         table.add_column(col, justify="right" if col else "left")
     for name in preset.attn:
-        settings = ", ".join(f"{k}={v}" for k, v in preset.kwargs.get(name, {}).items())
-        label = f"{name} ({settings}) img/s" if settings else f"{name} img/s"
         value = measured.get(name)
         table.add_row(
-            label, f"{value:.0f}" if value else "n/a", f"{preset.published_img_s[name]:g}"
+            label(name, result),
+            f"{value:.0f}" if value else "n/a",
+            f"{preset.published_img_s[name]:g}",
         )
     for (a, b), published in preset.published_ratios.items():
         ratio = measured[a] / measured[b] if a in measured and b in measured else None
@@ -92,7 +130,7 @@ def preset_table(result: BenchResult, preset: Preset) -> Table:
 
 def preset_summary(result: BenchResult, preset: Preset) -> dict[str, Any]:
     """The same comparison as a dict (for --json and results.json)."""
-    measured = throughputs(result)
+    measured = throughputs(result, preset)
     ratios = {
         f"{a}/{b}": {
             "measured": measured[a] / measured[b] if a in measured and b in measured else None,
@@ -108,5 +146,6 @@ def preset_summary(result: BenchResult, preset: Preset) -> dict[str, Any]:
             for n in preset.attn
         },
         "ratios": ratios,
+        "differences": differences(result.config, preset),
         "notes": preset.notes,
     }

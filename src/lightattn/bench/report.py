@@ -135,7 +135,8 @@ def write_csv(result: BenchResult, path: Path) -> None:
 
 
 def to_json(result: BenchResult) -> str:
-    return json.dumps(result.as_dict(), indent=2, default=str)
+    """The result as JSON; non-finite numbers are an error (JSON has none)."""
+    return json.dumps(result.as_dict(), indent=2, default=str, allow_nan=False)
 
 
 def write_outputs(result: BenchResult, out: Path) -> list[Path]:

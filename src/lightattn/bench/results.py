@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import torch
+
 from .measure import Timing
 
 BASELINE = "mhsa"
@@ -32,6 +34,7 @@ class BenchConfig:
     max_case_seconds: float = 12.0
     max_memory_gb: float = 4.0
     time_budget: float = 160.0
+    threads: int | None = None
     seed: int = 0
 
     @property
@@ -97,6 +100,7 @@ class PathResult:
     mem_bytes: int | None = None
     skipped: str | None = None
     error: str | None = None
+    compile_seconds: float | None = None
 
 
 @dataclass
@@ -133,6 +137,8 @@ def fill_row(row: Row, fast: PathResult, ref: PathResult | None, config: BenchCo
         row.peak_mem_bytes = fast.mem_bytes
         if row.macs:
             row.gflops = config.flops_per_mac * row.macs / t.median / 1e9
+        if fast.compile_seconds is not None:
+            notes.append(f"compile {fast.compile_seconds:.1f} s")
     else:
         row.status = "skipped" if fast.skipped else "error"
         notes.append(fast.skipped or fast.error or "")
@@ -169,4 +175,5 @@ def config_dict(config: BenchConfig) -> dict[str, Any]:
     out = asdict(config)
     out["sizes"] = [f"{h}x{w}" for h, w in config.sizes]
     out["mode"] = config.mode
+    out["threads"] = config.threads or torch.get_num_threads()
     return out

@@ -24,7 +24,7 @@ from .machine import (
     machine_info,
     synchronizer,
 )
-from .measure import TooSlow, time_calls, timed_call
+from .measure import TooSlow, check_too_slow, time_calls, timed_call
 from .memory import peak_memory
 from .results import (
     BASELINE,
@@ -52,7 +52,8 @@ def mechanism_names(config: BenchConfig) -> list[str]:
 
 
 def build_modules(config: BenchConfig, device: torch.device, dtype: torch.dtype):
-    """name -> module in the benchmark's dtype, device and mode; BenchError for bad settings."""
+    """name -> module in the benchmark's dtype, device and mode; BenchError for bad settings
+    and for any error raised while building one (e.g. a huge allocation)."""
     for name in config.kwargs:
         if name not in mechanism_names(config):
             raise BenchError(f"--kwargs given for {name!r}, which is not benchmarked")
@@ -63,9 +64,9 @@ def build_modules(config: BenchConfig, device: torch.device, dtype: torch.dtype)
             module = lightattn.create_attention(
                 name, config.dim, config.heads, **config.kwargs.get(name, {})
             )
-        except (ValueError, TypeError) as err:
+            module.to(device=device, dtype=dtype).train(config.backward)
+        except Exception as err:  # noqa: BLE001 - any build failure is a bad setting
             raise BenchError(f"cannot build {name!r}: {first_line(err)}") from None
-        module.to(device=device, dtype=dtype).train(config.backward)
         modules[name] = module
     return modules
 
@@ -101,8 +102,10 @@ class Runner:
     """Measures cases one by one, remembering each (mechanism, path)'s history for the
     skip rule."""
 
-    def __init__(self, config: BenchConfig, deadline: float | None = None) -> None:
+    def __init__(self, config: BenchConfig, started: float | None = None) -> None:
         self.config = config
+        self.started = time.perf_counter() if started is None else started
+        self.deadline = self.started + config.time_budget if config.time_budget > 0 else None
         self.device = check_device(config.device)
         self.dtype = check_dtype(config.dtype, self.device)
         self.sync = synchronizer(self.device)
@@ -110,16 +113,22 @@ class Runner:
         self.ref_modules = self._reference_modules() if config.reference else {}
         if config.compile:
             self._compile()
-        self.deadline = deadline
-        self.started = time.perf_counter()
         self.history: dict[tuple[str, str], list[Point]] = {}
         self.gemm: dict[str, Any] = {}
         self.gemm_flops = math.inf
+        self.floor_flops = math.inf
+        self.gemm_seconds = 0.0
+        peak_memory(lambda: None, self.device)  # the profiler's one-time start-up, not timed
 
     def _reference_modules(self) -> dict[str, nn.Module]:
         refs = {}
         for name, module in self.modules.items():
-            ref = copy.deepcopy(module)
+            try:
+                ref = copy.deepcopy(module)
+            except Exception as err:  # noqa: BLE001 - e.g. MemoryError for a huge module
+                raise BenchError(
+                    f"cannot copy {name!r} for its reference path: {first_line(err)}"
+                ) from None
             ref.reference = True
             refs[name] = ref
         return refs
@@ -130,15 +139,21 @@ class Runner:
 
     def measure_gemm(self, when: str = "start") -> dict[str, Any]:
         """This machine's GEMM rate in fp32 and in the benchmark dtype, measured at the start
-        and again at the end of the run; the larger figure is the one rows are compared with
-        (on a busy machine one of the two may have been disturbed)."""
+        and again at the end of the run; the larger figure (and the matrix size that gave it)
+        is the one rows are compared with (on a busy machine one of the two may have been
+        disturbed)."""
+        start = time.perf_counter()
         for name in dict.fromkeys(["fp32", self.config.dtype]):
             rate, size, _ = gemm_rate(self.device, DTYPES[name], GEMM_SIZE)
-            self.gemm[f"{name}_size"] = size
             self.gemm[f"{name}_gflops_{when}"] = rate / 1e9
-            best = max(rate / 1e9, self.gemm.get(f"{name}_gflops", 0.0))
-            self.gemm[f"{name}_gflops"] = best
+            if rate / 1e9 >= self.gemm.get(f"{name}_gflops", 0.0):
+                self.gemm[f"{name}_gflops"] = rate / 1e9
+                self.gemm[f"{name}_size"] = size
         self.gemm_flops = self.gemm[f"{self.config.dtype}_gflops"] * 1e9
+        # the skip rule's floor: a dtype without fast GEMM kernels (bf16 on many CPUs) still
+        # runs the mechanisms' other kernels fast, so its slow GEMM rate must not set it
+        self.floor_flops = max(self.gemm["fp32_gflops"], self.gemm_flops / 1e9) * 1e9
+        self.gemm_seconds = time.perf_counter() - start
         return self.gemm
 
     def cases(self) -> list[tuple[str, tuple[int, int]]]:
@@ -181,50 +196,64 @@ class Runner:
         module = self.modules[name] if path == "fast" else self.ref_modules[name]
         history = self.history.setdefault((name, path), [])
         h, w = size
-        if len(history) < 2 and h * w > PROBE_TOKENS[-1]:
+        if not history:
             self._probe(module, history, h, w)
         reason = self.skip_reason(history, h * w, macs)
         if reason:
             return PathResult(skipped=reason)
         call = make_call(module, self._input(self.config.batch, h, w), self.config.backward)
+        compiled = self._compile_call(call)
+        if isinstance(compiled, PathResult):
+            return compiled
         try:
-            mem, warmed = self.profiled_warmup(call)
+            mem, warmed = self.warmup(call)
             timing = time_calls(
                 call, min_time=self.config.min_time, min_runs=self.config.min_runs,
                 max_seconds=self.config.max_case_seconds, sync=self.sync, warmed=warmed,
+                max_warmups=1,
             )  # fmt: skip
         except TooSlow as slow:
             return PathResult(skipped=str(slow))
         except Exception as err:  # a mechanism failing at a size is a result, not a crash
-            prefix = "compile failed: " if self.config.compile else "error: "
-            return PathResult(error=prefix + first_line(err))
+            return PathResult(error="error: " + first_line(err))
+        history[:] = [p for p in history if p.tokens != h * w]  # the probe at this size
         history.append(Point(h * w, timing.best, mem, macs or 0))
-        return PathResult(timing=timing, mem_bytes=mem)
+        return PathResult(timing=timing, mem_bytes=mem, compile_seconds=compiled)
 
-    def profiled_warmup(self, call: Callable[[], object]) -> tuple[int | None, list[float]]:
-        """Peak memory of one call, which is also the first warm-up (on CUDA the second: the
-        first call's lazy initialisation would count otherwise); the warm-up seconds."""
-        warmed = [timed_call(call, self.sync)] if self.device.type == "cuda" else []
-        start = time.perf_counter()
-        mem = peak_memory(call, self.device)
-        warmed.append(time.perf_counter() - start)
-        return mem, warmed
+    def _compile_call(self, call: Callable[[], object]) -> float | None | PathResult:
+        """With --compile: one untimed call that compiles for this shape (kept out of the
+        timing, the TooSlow check and the memory figure); its seconds, or the error row."""
+        if not self.config.compile:
+            return None
+        try:
+            return timed_call(call, self.sync)
+        except Exception as err:  # noqa: BLE001 - a failing compile is a result
+            return PathResult(error="compile failed: " + first_line(err))
+
+    def warmup(self, call: Callable[[], object]) -> tuple[int | None, list[float]]:
+        """A plain warm-up call (its time decides TooSlow), then one profiled call for the
+        peak memory, which also serves as the second warm-up; its time is not used.
+        Returns (peak bytes, [plain warm-up seconds])."""
+        plain = timed_call(call, self.sync)
+        check_too_slow(plain, self.config.max_case_seconds, self.config.min_runs)
+        return peak_memory(call, self.device), [plain]
 
     def skip_reason(self, history: list[Point], tokens: int, macs: int | None) -> str | None:
         """Why a case must not run (time or memory estimate over a limit), or None."""
         c = self.config
-        call = predict_seconds(history, tokens, macs or 0, c.flops_per_mac, self.gemm_flops)
+        call = predict_seconds(history, tokens, macs or 0, c.flops_per_mac, self.floor_flops)
         mem = predict_memory(history, tokens)
         if mem is not None and mem > c.max_memory_gb * 1e9:
             return f"estimated {mem / 1e9:.1f} GB > {c.max_memory_gb:g} GB memory limit"
-        total = case_seconds(call, c.min_time, c.min_runs, self.device.type == "cuda")
+        total = case_seconds(call, c.min_time, c.min_runs)
         if total > c.max_case_seconds:
             return (
                 f"estimated {total:.1f} s (one call ≈ {call:.2f} s) "
                 f"> {c.max_case_seconds:g} s case limit"
             )
         if self.deadline is not None:
-            left = self.deadline - time.perf_counter()
+            # the end-of-run GEMM measurement takes about as long as the one at the start
+            left = self.deadline - time.perf_counter() - self.gemm_seconds
             if total > left:
                 return (
                     f"time budget: estimated {total:.1f} s > {max(left, 0):.1f} s left "
@@ -233,34 +262,41 @@ class Runner:
         return None
 
     def _probe(self, module: nn.Module, history: list[Point], h: int, w: int) -> None:
-        """Seed an empty history with batch-1 calls at ~256 and ~1024 tokens (scaled to the
-        batch), so that the first large size is predicted from measurements."""
-        if history:
-            return
+        """Seed an empty history with batch-1 calls of the eager module, scaled to the batch:
+        at this size when it has at most 1024 tokens (cheap), else at ~256 and ~1024 tokens,
+        so that the first size is predicted (time and memory) from measurements."""
         inner = getattr(module, "_orig_mod", module)
-        for target in PROBE_TOKENS:
-            f = math.sqrt(target / (h * w))
-            ph, pw = max(1, round(h * f)), max(1, round(w * f))
-            call = make_call(module, self._input(1, ph, pw), self.config.backward)
+        for ph, pw in probe_sizes(h, w):
+            call = make_call(inner, self._input(1, ph, pw), self.config.backward)
             try:
                 call()
                 seconds = timed_call(call, self.sync)
                 mem = peak_memory(call, self.device)
                 macs = int(inner.macs(ph, pw))
-            except Exception:  # the real case will report the error
+            except Exception:  # noqa: BLE001 - the real case will report the error
                 return
             b = self.config.batch
             history.append(Point(ph * pw, seconds * b, mem * b if mem else None, macs * b))
 
 
+def probe_sizes(h: int, w: int) -> list[tuple[int, int]]:
+    """Map sizes of the batch-1 probes before the first size of a path."""
+    if h * w <= PROBE_TOKENS[-1]:
+        return [(h, w)]
+    out = []
+    for target in PROBE_TOKENS:
+        f = math.sqrt(target / (h * w))
+        out.append((max(1, round(h * f)), max(1, round(w * f))))
+    return out
+
+
 def make_runner(config: BenchConfig, started: float | None = None) -> Runner:
-    """Validate `config` (BenchError on bad settings) and build its mechanisms. `started`
-    (a perf_counter time) is when the time budget starts counting (default: now)."""
-    started = time.perf_counter() if started is None else started
-    deadline = started + config.time_budget if config.time_budget > 0 else None
-    runner = Runner(config, deadline)
-    runner.started = started
-    return runner
+    """Validate `config` (BenchError on bad settings), set the torch threads it asks for and
+    build its mechanisms. `started` (a perf_counter time) is when the time budget starts
+    counting (default: now)."""
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    return Runner(config, started)
 
 
 def run_benchmark(
@@ -272,7 +308,6 @@ def run_benchmark(
     `on_case(index, total, name, size)` is called before each case."""
     runner = runner or make_runner(config)
     config = runner.config
-    started = runner.started
     runner.measure_gemm("start")
     machine = machine_info(runner.device, config.dtype)
     cases = runner.cases()
@@ -285,5 +320,5 @@ def run_benchmark(
     add_baseline_ratios(rows)
     add_gemm_fractions(rows, runner.gemm_flops / 1e9)
     result = BenchResult(machine, config_dict(config), gemm, rows)
-    result.wall_seconds = time.perf_counter() - started
+    result.wall_seconds = time.perf_counter() - runner.started
     return result

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import argparse
 import ast
+import math
 import re
 from typing import Any, NoReturn
 
 from ..bench.machine import DTYPES
 from ..bench.presets import PRESETS
+from ..bench.results import BenchConfig
+
+DEFAULT = BenchConfig()
 
 SIZE_RE = re.compile(r"^\s*(-?\d+)\s*(?:[xX×]\s*(-?\d+))?\s*$")
 
@@ -75,6 +79,8 @@ def non_negative_float(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} must be a finite number")
     if not value >= 0:
         raise argparse.ArgumentTypeError(f"{text!r} must be >= 0")
     return value
@@ -101,13 +107,15 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
         nargs="+",
         type=parse_size,
         metavar="SIZE",
-        help="map sizes: S (S×S) or HxW (default: 14 28 56 112)",
+        help="map sizes: S (S×S) or HxW (default: "
+        + " ".join(f"{h}x{w}" for h, w in DEFAULT.sizes)
+        + ")",
     )
-    what.add_argument("--dim", type=positive_int, help="channels C (default 64)")
-    what.add_argument("--heads", type=positive_int, help="heads (default 2)")
-    what.add_argument("--batch", type=positive_int, help="batch size (default 8)")
-    what.add_argument("--dtype", choices=list(DTYPES), help="default fp32")
-    what.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    what.add_argument("--dim", type=positive_int, help=f"channels C (default {DEFAULT.dim})")
+    what.add_argument("--heads", type=positive_int, help=f"heads (default {DEFAULT.heads})")
+    what.add_argument("--batch", type=positive_int, help=f"batch size (default {DEFAULT.batch})")
+    what.add_argument("--dtype", choices=list(DTYPES), help=f"default {DEFAULT.dtype}")
+    what.add_argument("--device", choices=["cpu", "cuda"], default=DEFAULT.device)
     what.add_argument(
         "--backward", action="store_true", help="time forward+backward of out.sum() in train mode"
     )
@@ -129,16 +137,16 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
     how.add_argument(
         "--min-time",
         type=non_negative_float,
-        default=0.25,
+        default=DEFAULT.min_time,
         metavar="S",
-        help="time each case for at least S seconds (default 0.25)",
+        help=f"time each case for at least S seconds (default {DEFAULT.min_time:g})",
     )
     how.add_argument(
         "--min-runs",
         type=positive_int,
-        default=3,
+        default=DEFAULT.min_runs,
         metavar="K",
-        help="at least K timed runs (default 3)",
+        help=f"at least K timed runs (default {DEFAULT.min_runs})",
     )
     how.add_argument(
         "--no-reference", action="store_true", help="do not time the reference (naive) path"
@@ -146,24 +154,25 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
     how.add_argument(
         "--max-case-seconds",
         type=positive_float,
-        default=12.0,
+        default=DEFAULT.max_case_seconds,
         metavar="S",
-        help="skip a case estimated to take longer than S s (default 12)",
+        help="skip a case estimated to take longer than S s "
+        f"(default {DEFAULT.max_case_seconds:g})",
     )
     how.add_argument(
         "--max-memory-gb",
         type=positive_float,
-        default=4.0,
+        default=DEFAULT.max_memory_gb,
         metavar="GB",
-        help="skip a case estimated to allocate more (default 4)",
+        help=f"skip a case estimated to allocate more (default {DEFAULT.max_memory_gb:g})",
     )
     how.add_argument(
         "--time-budget",
         type=non_negative_float,
-        default=160.0,
+        default=DEFAULT.time_budget,
         metavar="S",
         help="skip the cases that no longer fit in S s of total run time; "
-        "0 = no budget (default 160)",
+        f"0 = no budget (default {DEFAULT.time_budget:g})",
     )
     how.add_argument(
         "--threads", type=positive_int, help="torch threads (default: as torch finds them)"

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -17,11 +17,18 @@ import lightattn
 
 from ..bench import compare, report
 from ..bench.machine import BenchError
-from ..bench.presets import PRESETS, Preset, check_available, preset_summary, preset_table
-from ..bench.results import DEFAULT_SIZES, BenchConfig, BenchResult
+from ..bench.presets import (
+    PRESETS,
+    Preset,
+    check_available,
+    differences,
+    preset_kwargs,
+    preset_summary,
+    preset_table,
+)
+from ..bench.results import BenchConfig, BenchResult
 from ..bench.runner import make_runner, run_benchmark
-
-DEFAULTS = {"dim": 64, "heads": 2, "batch": 8, "dtype": "fp32", "sizes": DEFAULT_SIZES}
+from .args import DEFAULT
 
 
 def pick(args: argparse.Namespace, preset: Preset | None, key: str) -> Any:
@@ -31,12 +38,15 @@ def pick(args: argparse.Namespace, preset: Preset | None, key: str) -> Any:
         return value
     if preset is not None:
         return getattr(preset, key)
-    return DEFAULTS[key]
+    return getattr(DEFAULT, key)
 
 
-def kwargs_from(args: argparse.Namespace, preset: Preset | None) -> dict[str, dict[str, Any]]:
-    """The preset's kwargs updated with every --kwargs name:key=value."""
-    out = {name: dict(kw) for name, kw in (preset.kwargs if preset else {}).items()}
+def kwargs_from(
+    args: argparse.Namespace, preset: Preset | None, attn: list[str]
+) -> dict[str, dict[str, Any]]:
+    """The preset's kwargs of the mechanisms being run, updated with every --kwargs
+    name:key=value."""
+    out = preset_kwargs(preset, attn) if preset else {}
     for name, key, value in args.kwargs:
         out.setdefault(name, {})[key] = value
     return out
@@ -64,10 +74,10 @@ def config_from(args: argparse.Namespace) -> tuple[BenchConfig, Preset | None]:
         attn=list(attn), sizes=list(pick(args, preset, "sizes")), dim=pick(args, preset, "dim"),
         heads=pick(args, preset, "heads"), batch=pick(args, preset, "batch"),
         dtype=pick(args, preset, "dtype"), device=args.device, backward=args.backward,
-        compile=args.compile, kwargs=kwargs_from(args, preset), min_time=args.min_time,
-        min_runs=args.min_runs, reference=not args.no_reference,
+        compile=args.compile, kwargs=kwargs_from(args, preset, list(attn)),
+        min_time=args.min_time, min_runs=args.min_runs, reference=not args.no_reference,
         max_case_seconds=args.max_case_seconds, max_memory_gb=args.max_memory_gb,
-        time_budget=args.time_budget,
+        time_budget=args.time_budget, threads=args.threads,
     )  # fmt: skip
     return config, preset
 
@@ -93,8 +103,7 @@ def run(args: argparse.Namespace, started: float) -> int:
     """Run `lightattn bench`; the exit code (1 when --fail-if-slower trips)."""
     config, preset = config_from(args)
     old = compare.load_results(args.compare) if args.compare else None
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    out_dir = prepare_out(args.out) if args.out else None
     runner = make_runner(config, started)
     err = wide(Console(stderr=True))
     with progress_bar(err) as on_case:
@@ -104,10 +113,25 @@ def run(args: argparse.Namespace, started: float) -> int:
     if preset is not None:
         result.extras["preset"] = preset_summary(result, preset)
     show(result, preset, args.json, err)
-    if args.out:
-        paths = report.write_outputs(result, Path(args.out))
+    if out_dir is not None:
+        try:
+            paths = report.write_outputs(result, out_dir)
+        except OSError as error:
+            raise BenchError(f"--out {out_dir}: cannot write: {error}") from None
         err.print("wrote " + ", ".join(str(p) for p in paths), highlight=False)
-    return fail_code(result, args.fail_if_slower, err)
+    return fail_code(result, args.fail_if_slower, old, err)
+
+
+def prepare_out(path: str) -> Path:
+    """Create the --out directory before the run (BenchError when it cannot be written)."""
+    out = Path(path)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise BenchError(f"--out {path}: cannot create directory: {error}") from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise BenchError(f"--out {path}: directory is not writable")
+    return out
 
 
 def attach_compare(result: BenchResult, old: dict[str, Any], path: str, err: Console) -> None:
@@ -127,6 +151,10 @@ def show(result: BenchResult, preset: Preset | None, as_json: bool, err: Console
     out = err if as_json else wide(Console(file=sys.stdout))
     report.print_table(result, out)
     if preset is not None:
+        diffs = differences(result.config, preset)
+        if diffs:
+            err.print(f"warning: not the published {preset.name} setting: " + "; ".join(diffs),
+                      highlight=False)  # fmt: skip
         out.print(preset_table(result, preset))
     if as_json:
         sys.stdout.write(report.to_json(result) + "\n")
@@ -140,13 +168,22 @@ def wide(console: Console) -> Console:
     return console
 
 
-def fail_code(result: BenchResult, pct: float | None, err: Console) -> int:
-    """1 when --fail-if-slower PCT is set and some case slowed down by more than PCT %."""
-    if pct is None:
+def fail_code(
+    result: BenchResult, pct: float | None, old: dict[str, Any] | None, err: Console
+) -> int:
+    """1 when --fail-if-slower PCT is set and some case slowed down by more than PCT %, or
+    was measured in the earlier run but is skipped or failed in this one."""
+    if pct is None or old is None:
         return 0
+    code = 0
+    lost = compare.lost_cases(result.rows, old)
+    if lost:
+        cases = "; ".join(f"{r.mechanism} {r.size} {r.status}: {r.note}" for r in lost)
+        err.print(f"measured in the earlier run, not in this one: {cases}", highlight=False)
+        code = 1
     slower = compare.slower_than(result.rows, pct)
-    if not slower:
-        return 0
-    cases = ", ".join(f"{r.mechanism} {r.size} {r.compare_ratio:.2f}×" for r in slower)
-    err.print(f"slower by more than {pct:g}%: {cases}", highlight=False)
-    return 1
+    if slower:
+        cases = ", ".join(f"{r.mechanism} {r.size} {r.compare_ratio:.2f}×" for r in slower)
+        err.print(f"slower by more than {pct:g}%: {cases}", highlight=False)
+        code = 1
+    return code
