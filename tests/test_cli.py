@@ -19,6 +19,8 @@ import torch
 import lightattn
 from lightattn.bench import machine
 from lightattn.cli import main
+from lightattn.cli.args import build_parser
+from lightattn.cli.bench_cmd import config_from
 from lightattn.layers import _registry
 
 FAST = ["--batch", "1", "--min-time", "0", "--min-runs", "1"]
@@ -408,3 +410,26 @@ def test_python_dash_m_entry_point():
                          capture_output=True, text=True, timeout=60)  # fmt: skip
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     assert len(bad.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        ([], (2.0, 7, 60.0, 600.0)),
+        (
+            ["--min-time", "0.5", "--min-runs", "4", "--max-case-seconds", "9",
+             "--time-budget", "0"],
+            (0.5, 4, 9.0, 0.0),
+        ),
+    ],
+)  # fmt: skip
+def test_preset_measures_longer_unless_told(extra, expected):
+    """A preset times at least 7 runs and 2 s (the published run had 30 iterations) with a
+    case limit and budget that fit them; explicit options win. Without a preset: the defaults."""
+
+    def measurement(argv: list[str]) -> tuple:
+        config, _ = config_from(build_parser().parse_args(argv))
+        return config.min_time, config.min_runs, config.max_case_seconds, config.time_budget
+
+    assert measurement(["bench", "--preset", "litv2-cpu", *extra]) == expected
+    assert measurement(["bench"]) == (0.25, 3, 20.0, 160.0)

@@ -31,7 +31,7 @@ class BenchConfig:
     min_time: float = 0.25
     min_runs: int = 3
     reference: bool = True
-    max_case_seconds: float = 12.0
+    max_case_seconds: float = 20.0
     max_memory_gb: float = 4.0
     time_budget: float = 160.0
     threads: int | None = None

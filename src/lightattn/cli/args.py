@@ -137,16 +137,15 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
     how.add_argument(
         "--min-time",
         type=non_negative_float,
-        default=DEFAULT.min_time,
         metavar="S",
-        help=f"time each case for at least S seconds (default {DEFAULT.min_time:g})",
+        help=f"time each case for at least S seconds (default {DEFAULT.min_time:g}; "
+        "a preset's own: 2)",
     )
     how.add_argument(
         "--min-runs",
         type=positive_int,
-        default=DEFAULT.min_runs,
         metavar="K",
-        help=f"at least K timed runs (default {DEFAULT.min_runs})",
+        help=f"at least K timed runs (default {DEFAULT.min_runs}; a preset's own: 7)",
     )
     how.add_argument(
         "--no-reference", action="store_true", help="do not time the reference (naive) path"
@@ -154,10 +153,9 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
     how.add_argument(
         "--max-case-seconds",
         type=positive_float,
-        default=DEFAULT.max_case_seconds,
         metavar="S",
         help="skip a case estimated to take longer than S s "
-        f"(default {DEFAULT.max_case_seconds:g})",
+        f"(default {DEFAULT.max_case_seconds:g}; a preset's own: 60)",
     )
     how.add_argument(
         "--max-memory-gb",
@@ -169,10 +167,9 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
     how.add_argument(
         "--time-budget",
         type=non_negative_float,
-        default=DEFAULT.time_budget,
         metavar="S",
         help="skip the cases that no longer fit in S s of total run time; "
-        f"0 = no budget (default {DEFAULT.time_budget:g})",
+        f"0 = no budget (default {DEFAULT.time_budget:g}; a preset's own: 600)",
     )
     how.add_argument(
         "--threads", type=positive_int, help="torch threads (default: as torch finds them)"

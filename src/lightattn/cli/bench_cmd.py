@@ -75,9 +75,11 @@ def config_from(args: argparse.Namespace) -> tuple[BenchConfig, Preset | None]:
         heads=pick(args, preset, "heads"), batch=pick(args, preset, "batch"),
         dtype=pick(args, preset, "dtype"), device=args.device, backward=args.backward,
         compile=args.compile, kwargs=kwargs_from(args, preset, list(attn)),
-        min_time=args.min_time, min_runs=args.min_runs, reference=not args.no_reference,
-        max_case_seconds=args.max_case_seconds, max_memory_gb=args.max_memory_gb,
-        time_budget=args.time_budget, threads=args.threads,
+        min_time=pick(args, preset, "min_time"), min_runs=pick(args, preset, "min_runs"),
+        reference=not args.no_reference,
+        max_case_seconds=pick(args, preset, "max_case_seconds"),
+        max_memory_gb=args.max_memory_gb, time_budget=pick(args, preset, "time_budget"),
+        threads=args.threads,
     )  # fmt: skip
     return config, preset
 
