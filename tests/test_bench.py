@@ -115,11 +115,20 @@ def test_skips_are_stated_never_silent():
         assert "GB memory limit" in r.note and "reference skipped: estimated" in r.note
 
 
-def test_case_time_limit_skips_with_reason():
-    config = BenchConfig(attn=["mhsa"], sizes=[(4, 4)], dim=16, batch=1, min_time=0.0,
-                         min_runs=1, max_case_seconds=1e-9)  # fmt: skip
+@pytest.mark.parametrize(
+    ("limit", "reason"),
+    [
+        ({"batch": 1, "max_case_seconds": 1e-9}, "case limit"),
+        # a first size of at most 1024 tokens is probed at batch 1, so the memory limit
+        # applies without any history
+        ({"batch": 4, "max_memory_gb": 1e-9}, "GB memory limit"),
+    ],
+)
+def test_limits_skip_the_first_size_with_reason(limit, reason):
+    config = BenchConfig(attn=["mhsa"], sizes=[(6, 6)], dim=16, min_time=0.0, min_runs=1,
+                         **limit)  # fmt: skip
     (row,) = run_benchmark(config).rows
-    assert row.status == "skipped" and "case limit" in row.note
+    assert row.status == "skipped" and reason in row.note
 
 
 def test_fit_exponent_recovers_a_power_law():
@@ -175,14 +184,6 @@ def test_parse_kwarg_literals():
             parse_kwarg(bad)
 
 
-def test_first_size_memory_limit_applies_without_history():
-    """A first size of at most 1024 tokens is probed at batch 1, so the limit applies."""
-    config = BenchConfig(attn=["mhsa"], sizes=[(6, 6)], dim=16, batch=4, min_time=0.0,
-                         min_runs=1, max_memory_gb=1e-9)  # fmt: skip
-    (row,) = run_benchmark(config).rows
-    assert row.status == "skipped" and "GB memory limit" in row.note
-
-
 def test_first_size_probe_scales_memory_by_batch():
     config = BenchConfig(attn=["mhsa"], sizes=[(6, 6)], dim=16, batch=4, reference=False)
     runner = make_runner(config)
@@ -219,12 +220,11 @@ def test_runner_warms_the_profiler_up_at_start(monkeypatch):
 def test_time_floor_uses_the_faster_of_fp32_and_dtype_gemm():
     config = BenchConfig(attn=["mhsa"], dim=16, dtype="bf16", reference=False)
     runner = make_runner(config)
-    runner.gemm = {"fp32_gflops": 100.0}
-    runner.gemm_flops = 1e9  # bf16 GEMM without a fast kernel: 1 GFLOP/s
-    runner.floor_flops = max(runner.gemm["fp32_gflops"] * 1e9, runner.gemm_flops)
-    # 5 GMACs: 10 s per call at the bf16 GEMM rate, 0.1 s at the fp32 one
+    # bf16 GEMM without a fast kernel: 1 GFLOP/s; 5 GMACs: 10 s per call at that rate,
+    # 0.1 s at the fp32 one
+    runner.gemm = {"fp32_gflops": 100.0, "bf16_gflops": 1.0}
     assert runner.skip_reason([], 36, 5 * 10**9) is None
-    runner.floor_flops = runner.gemm_flops
+    runner.gemm = {"fp32_gflops": 1.0, "bf16_gflops": 1.0}  # both slow: the floor is 1 GFLOP/s
     assert "case limit" in runner.skip_reason([], 36, 5 * 10**9)
 
 

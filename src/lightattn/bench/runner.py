@@ -115,8 +115,6 @@ class Runner:
             self._compile()
         self.history: dict[tuple[str, str], list[Point]] = {}
         self.gemm: dict[str, Any] = {}
-        self.gemm_flops = math.inf
-        self.floor_flops = math.inf
         self.gemm_seconds = 0.0
         peak_memory(lambda: None, self.device)  # the profiler's one-time start-up, not timed
 
@@ -149,12 +147,20 @@ class Runner:
             if rate / 1e9 >= self.gemm.get(f"{name}_gflops", 0.0):
                 self.gemm[f"{name}_gflops"] = rate / 1e9
                 self.gemm[f"{name}_size"] = size
-        self.gemm_flops = self.gemm[f"{self.config.dtype}_gflops"] * 1e9
-        # the skip rule's floor: a dtype without fast GEMM kernels (bf16 on many CPUs) still
-        # runs the mechanisms' other kernels fast, so its slow GEMM rate must not set it
-        self.floor_flops = max(self.gemm["fp32_gflops"], self.gemm_flops / 1e9) * 1e9
         self.gemm_seconds = time.perf_counter() - start
         return self.gemm
+
+    @property
+    def gemm_flops(self) -> float:
+        """FLOP/s of the benchmark dtype's GEMM (inf until measured)."""
+        return self.gemm.get(f"{self.config.dtype}_gflops", math.inf) * 1e9
+
+    @property
+    def floor_flops(self) -> float:
+        """The skip rule's floor: the faster of the fp32 and the dtype GEMM. A dtype without
+        fast GEMM kernels (bf16 on many CPUs) still runs the mechanisms' other kernels fast,
+        so its slow GEMM rate must not set it."""
+        return max(self.gemm.get("fp32_gflops", math.inf) * 1e9, self.gemm_flops)
 
     def cases(self) -> list[tuple[str, tuple[int, int]]]:
         """(mechanism, (H, W)) in the order they run: by size, the baseline first."""
