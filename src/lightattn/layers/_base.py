@@ -11,12 +11,12 @@ from ._checks import check_heads, check_positive_int, check_probability
 
 
 def check_hw(hw: object) -> tuple[int, int]:
+    """(H, W) as Python ints; any integer type (numpy, 0-d integer tensors) is accepted."""
+    if isinstance(hw, Tensor):
+        hw = hw.tolist()
     if not isinstance(hw, (tuple, list)) or len(hw) != 2:
         raise ValueError(f"hw={hw!r} must be a pair (H, W)")
-    h, w = hw
-    check_positive_int("hw[0] (H)", int(h) if isinstance(h, int) else h)
-    check_positive_int("hw[1] (W)", int(w) if isinstance(w, int) else w)
-    return int(h), int(w)
+    return check_positive_int("hw[0] (H)", hw[0]), check_positive_int("hw[1] (W)", hw[1])
 
 
 def to_tokens(x: Tensor, hw: object, dim: int) -> tuple[Tensor, int, int, bool]:
@@ -67,16 +67,15 @@ class AttentionBase(nn.Module):
     def __init__(
         self,
         dim: int,
-        num_heads: int,
+        num_heads: int | None,
         attn_drop: float = 0.0,
         proj_drop: float = 0.0,
         reference: bool = False,
     ) -> None:
         super().__init__()
-        check_heads(dim, num_heads)
+        self.num_heads = check_heads(dim, num_heads)
         self.dim = dim
-        self.num_heads = num_heads
-        self.head_dim = dim // num_heads
+        self.head_dim = dim // self.num_heads
         self.scale = self.head_dim**-0.5
         self.attn_drop = check_probability("attn_drop", attn_drop)
         self.proj_drop = nn.Dropout(check_probability("proj_drop", proj_drop))
@@ -94,8 +93,14 @@ class AttentionBase(nn.Module):
         raise NotImplementedError
 
     def macs(self, h: int, w: int) -> int:
-        """Multiply-accumulates of the matmul, linear and conv ops for one H x W image."""
+        """Multiply-accumulates of the matmul, linear and conv ops for one H x W image, as
+        computed (padding, zero channels and masked keys included)."""
         raise NotImplementedError
+
+    def useful_macs(self, h: int, w: int) -> int:
+        """The part of `macs(h, w)` that the mechanism's math needs: padded positions,
+        zero-padded channels and keys computed only to be masked are left out."""
+        return self.macs(h, w)
 
     @property
     def attn_dropout_p(self) -> float:

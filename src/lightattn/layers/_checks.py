@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Iterable
 
 
+HEAD_WIDTH = 32
+
+
 def check_positive_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+    """A positive integer (numpy and other integer types accepted) as a Python int."""
+    if isinstance(value, bool) or not hasattr(value, "__index__"):
         raise ValueError(f"{name}={value!r} must be a positive integer")
-    return value
+    if operator.index(value) <= 0:
+        raise ValueError(f"{name}={value!r} must be a positive integer")
+    return operator.index(value)
 
 
 def check_probability(name: str, value: float) -> float:
@@ -24,8 +31,16 @@ def check_choice(name: str, value: object, choices: Iterable[object]) -> object:
     return value
 
 
-def check_heads(dim: int, num_heads: int) -> None:
-    check_positive_int("dim", dim)
-    check_positive_int("num_heads", num_heads)
+def default_heads(dim: int) -> int:
+    """Heads of width HEAD_WIDTH (32, as Swin, LITv2 and DAT use) when dim allows, else 1."""
+    return dim // HEAD_WIDTH if dim % HEAD_WIDTH == 0 else 1
+
+
+def check_heads(dim: int, num_heads: int | None) -> int:
+    """Validate dim and num_heads; returns num_heads (`default_heads(dim)` when None)."""
+    dim = check_positive_int("dim", dim)
+    num_heads = default_heads(dim) if num_heads is None else num_heads
+    num_heads = check_positive_int("num_heads", num_heads)
     if dim % num_heads:
         raise ValueError(f"dim={dim} is not divisible by num_heads={num_heads}")
+    return num_heads

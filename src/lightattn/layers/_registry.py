@@ -18,13 +18,22 @@ def register_attention(name: str) -> Callable[[T], T]:
     """Class decorator: make a mechanism creatable (and tested, and benchmarked) by name."""
 
     def decorate(cls: T) -> T:
-        if name in _REGISTRY and _REGISTRY[name] is not cls:
-            raise ValueError(f"attention name={name!r} is already registered")
+        old = _REGISTRY.get(name)
+        if old is not None and not _same_definition(old, cls):
+            raise ValueError(
+                f"attention name={name!r} is already registered by "
+                f"{old.__module__}.{old.__qualname__}"
+            )
         _REGISTRY[name] = cls
         cls.name = name
         return cls
 
     return decorate
+
+
+def _same_definition(a: type, b: type) -> bool:
+    """A module re-imported (e.g. reloaded in a notebook) defines the same class again."""
+    return (a.__module__, a.__qualname__) == (b.__module__, b.__qualname__)
 
 
 def list_attention() -> list[str]:
@@ -49,8 +58,12 @@ def accepted_kwargs(cls: type) -> list[str] | None:
     return [p.name for p in params if p.name != "self"]
 
 
-def create_attention(name: str, dim: int, num_heads: int = 8, **kwargs) -> AttentionBase:
+def create_attention(
+    name: str, dim: int, num_heads: int | None = None, **kwargs
+) -> AttentionBase:
     """Build the mechanism `name` mapping (B, C, H, W) -> (B, C, H, W) with C = dim.
+
+    `num_heads` defaults to dim // 32 (heads of width 32, as Swin) when 32 divides dim, else 1.
 
     Unknown keyword arguments raise a ValueError naming them and the accepted ones.
     """

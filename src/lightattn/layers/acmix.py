@@ -63,7 +63,7 @@ class ACmix(AttentionBase):
     def __init__(
         self,
         dim: int,
-        num_heads: int = 8,
+        num_heads: int | None = None,
         kernel_att: int = 7,
         kernel_conv: int = 3,
         att: str = "sliding",
@@ -83,7 +83,7 @@ class ACmix(AttentionBase):
         self.pos_unit = float(max(1, kernel_att // 2))
         self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
         self.pos = nn.Linear(2, self.head_dim, bias=False)
-        self.fc = nn.Linear(3 * num_heads, kernel_conv**2, bias=False)
+        self.fc = nn.Linear(3 * self.num_heads, kernel_conv**2, bias=False)
         self.dep_conv = nn.Conv2d(
             self.head_dim * kernel_conv**2,
             dim,

@@ -86,7 +86,7 @@ class CastlingAttention(AttentionBase):
     def __init__(
         self,
         dim: int,
-        num_heads: int = 8,
+        num_heads: int | None = None,
         kernel_size: int = 3,
         threshold: float = 0.02,
         aux_weight: float = 1.0,

@@ -95,7 +95,7 @@ class DeformableAttention(AttentionBase):
     def __init__(
         self,
         dim: int,
-        num_heads: int = 8,
+        num_heads: int | None = None,
         n_groups: int = 1,
         stride: int = 2,
         offset_range_factor: float = 2.0,
@@ -109,8 +109,8 @@ class DeformableAttention(AttentionBase):
     ) -> None:
         super().__init__(dim, num_heads, attn_drop, proj_drop, reference)
         self.n_groups = check_positive_int("n_groups", n_groups)
-        if num_heads % n_groups:
-            raise ValueError(f"num_heads={num_heads} is not divisible by n_groups={n_groups}")
+        if self.num_heads % n_groups:
+            raise ValueError(f"num_heads={self.num_heads} is not divisible by n_groups={n_groups}")
         self.stride = check_positive_int("stride", stride)
         if isinstance(offset_range_factor, bool) or not isinstance(
             offset_range_factor, (int, float)
@@ -134,7 +134,7 @@ class DeformableAttention(AttentionBase):
         self.rpb_table = self.dwc = None
         if pos == "rpb":
             th, tw = self.rpb_size
-            table = torch.zeros(num_heads, 2 * th - 1, 2 * tw - 1)
+            table = torch.zeros(self.num_heads, 2 * th - 1, 2 * tw - 1)
             self.rpb_table = nn.Parameter(nn.init.trunc_normal_(table, std=0.01))
         elif pos == "dwc":
             self.dwc = nn.Conv2d(dim, dim, 3, padding=1, groups=dim)

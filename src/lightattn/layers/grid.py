@@ -28,7 +28,7 @@ class GridAttention(AttentionBase):
     def __init__(
         self,
         dim: int,
-        num_heads: int = 8,
+        num_heads: int | None = None,
         grid_size: int = 7,
         qkv_bias: bool = True,
         attn_drop: float = 0.0,

@@ -64,7 +64,7 @@ class HiLoAttention(AttentionBase):
     def __init__(
         self,
         dim: int,
-        num_heads: int = 8,
+        num_heads: int | None = None,
         window_size: int = 2,
         alpha: float = 0.9,
         qkv_bias: bool = True,
@@ -75,8 +75,8 @@ class HiLoAttention(AttentionBase):
         super().__init__(dim, num_heads, attn_drop, proj_drop, reference)
         self.window_size = check_positive_int("window_size", window_size)
         self.alpha = check_alpha(alpha)
-        self.lofi_heads = num_heads if window_size == 1 else int(num_heads * self.alpha)
-        self.hifi_heads = num_heads - self.lofi_heads
+        self.lofi_heads = self.num_heads if window_size == 1 else int(self.num_heads * self.alpha)
+        self.hifi_heads = self.num_heads - self.lofi_heads
         self.hifi_dim = self.hifi_heads * self.head_dim
         self.lofi_dim = self.lofi_heads * self.head_dim
         self.hifi_qkv = self.hifi_proj = self.lofi_q = self.lofi_kv = self.lofi_proj = None

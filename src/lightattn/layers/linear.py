@@ -32,7 +32,7 @@ class LinearAttention(AttentionBase):
     def __init__(
         self,
         dim: int,
-        num_heads: int = 8,
+        num_heads: int | None = None,
         eps: float = 1e-6,
         qkv_bias: bool = True,
         attn_drop: float = 0.0,

@@ -59,7 +59,7 @@ class NystromAttention(AttentionBase):
     def __init__(
         self,
         dim: int,
-        num_heads: int = 8,
+        num_heads: int | None = None,
         num_landmarks: int = 64,
         pinv_iterations: int = 6,
         qkv_bias: bool = True,

@@ -40,7 +40,7 @@ class PositionAttention(AttentionBase):
     def __init__(
         self,
         dim: int,
-        num_heads: int = 8,
+        num_heads: int | None = None,
         inner: str | None = None,
         reduction: int | None = None,
         qkv_bias: bool = True,
@@ -76,7 +76,7 @@ class PositionAttention(AttentionBase):
             raise ValueError("inner='position' is not allowed (a position module inside itself)")
         try:
             self.inner = create_attention(
-                inner, dim, num_heads, qkv_bias=qkv_bias, attn_drop=attn_drop,
+                inner, dim, self.num_heads, qkv_bias=qkv_bias, attn_drop=attn_drop,
                 proj_drop=proj_drop, reference=reference, **inner_kwargs,
             )  # fmt: skip
         except ValueError as err:

@@ -38,7 +38,7 @@ class SpatialReductionAttention(AttentionBase):
     def __init__(
         self,
         dim: int,
-        num_heads: int = 8,
+        num_heads: int | None = None,
         sr_ratio: int | None = None,
         pool_size: int | None = None,
         reduction: str | None = None,

@@ -44,7 +44,7 @@ class WindowAttention(AttentionBase):
     def __init__(
         self,
         dim: int,
-        num_heads: int = 8,
+        num_heads: int | None = None,
         window_size: int = 7,
         shift: bool = False,
         rel_pos_bias: bool = True,
@@ -60,7 +60,7 @@ class WindowAttention(AttentionBase):
         self.proj = nn.Linear(dim, dim)
         self.rel_pos_table = None
         if rel_pos_bias:
-            table = torch.zeros((2 * window_size - 1) ** 2, num_heads)
+            table = torch.zeros((2 * window_size - 1) ** 2, self.num_heads)
             self.rel_pos_table = nn.Parameter(nn.init.trunc_normal_(table, std=0.02))
 
     def settings(self) -> dict[str, Any]:
