@@ -1,90 +1,225 @@
-"""Softmax attention inside blocks of a map: Swin windows or MaxViT grid groups.
+"""Softmax attention inside blocks of a map: Swin windows (optionally cyclically shifted) or
+MaxViT grid groups. Shared by `window`, `grid`, HiLo's Hi-Fi branch and ACmix's window mode.
 
-Shared by `window`, `grid` and HiLo's Hi-Fi branch. The map is padded to a multiple of the
-block and the padded keys are masked; an optional cyclic shift uses the Swin region mask.
+A `BlockLayout` describes, for one map shape, where every token goes: the map is padded at
+the bottom and right to a multiple of the block, optionally rolled by -shift (Swin), and cut
+into blocks. Moving tokens into block order and back is one gather each way (pad, roll and
+partition at once); on a divisible, unshifted map it is a plain permute. The layout's mask
+hides padded keys and, with a shift, keys of other Swin regions.
+
+Layouts depend only on the shape, so eager calls take them from a cache. While exporting or
+compiling, everything is computed from the (possibly symbolic) sizes with tensor arithmetic:
+no Python branch depends on H or W.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from functools import lru_cache
+
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from . import _padding
-from ._attend import attend, block_mask
-from ._padding import (
-    grid_partition,
-    grid_reverse,
-    round_up,
-    valid_map,
-    window_partition,
-    window_reverse,
-)
+from ._attend import attend
+from ._padding import round_up, tracing
 
 
-def shift_region_ids(hp: int, wp: int, wh: int, ww: int, sh: int, sw: int, device) -> Tensor:
-    """(1, Hp, Wp, 1) labels of the Swin regions of a cyclically shifted map."""
-    ids = torch.zeros(1, hp, wp, 1, device=device)
-    label = 0
-    for hs in (slice(0, hp - wh), slice(hp - wh, hp - sh), slice(hp - sh, hp)):
-        for ws in (slice(0, wp - ww), slice(wp - ww, wp - sw), slice(wp - sw, wp)):
-            ids[:, hs, ws] = label
-            label += 1
-    return ids
+@dataclass(frozen=True, eq=False)
+class BlockLayout:
+    """Token placement for blocks of one map shape (all index tensors on one device).
+
+    `order` (Np,): for each block-ordered position, the row-major source token, or N for a
+    padded position (the gather appends one fill row). `inverse` (N,): the block-ordered
+    position of each source token. `key_valid` (nB, L): False on padded positions.
+    `region` (nB, L) Swin region labels, or None without a shift. `identity`: the layout is
+    a plain partition of a divisible, unshifted map (no gather, no mask needed).
+    """
+
+    h: int
+    w: int
+    block: tuple[int, int]
+    n_blocks: int
+    order: Tensor
+    inverse: Tensor
+    key_valid: Tensor
+    region: Tensor | None
+    identity: bool
+    padded: bool
+    dilated: bool
+    masks: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def length(self) -> int:
+        return self.block[0] * self.block[1]
+
+    @property
+    def masked(self) -> bool:
+        return not self.identity
+
+    def mask(self) -> Tensor:
+        """(nB, 1, L, L) bool: True where a query may attend a key; a query always sees itself."""
+        allowed = self.key_valid[:, None, :].expand(-1, self.length, -1)
+        if self.region is not None:
+            allowed = allowed & (self.region[:, :, None] == self.region[:, None, :])
+        eye = torch.eye(self.length, dtype=torch.bool, device=self.key_valid.device)
+        return (allowed | eye)[:, None]
 
 
-def block_key_mask(
-    h: int, w: int, block: tuple[int, int], dilated: bool, shift: tuple[int, int], device
-) -> Tensor | None:
-    """(nBlocks, 1, L, L) mask of padded keys and shift regions, or None when nothing is masked."""
+def _block_coords(r: Tensor, c: Tensor, block: tuple, grid: tuple, dilated: bool) -> Tensor:
+    """Block-ordered position of pixel (r, c) of the padded, rolled map."""
+    (bh, bw), (nbh, nbw) = block, grid
+    if dilated:
+        bi, ti, bj, tj = r % nbh, r // nbh, c % nbw, c // nbw
+    else:
+        bi, ti, bj, tj = r // bh, r % bh, c // bw, c % bw
+    return (bi * nbw + bj) * (bh * bw) + ti * bw + tj
+
+
+def _pixel_coords(pos: Tensor, block: tuple, grid: tuple, dilated: bool) -> tuple[Tensor, Tensor]:
+    """Row and column in the padded, rolled map of block-ordered position `pos`."""
+    (bh, bw), (nbh, nbw) = block, grid
+    blk, t = pos // (bh * bw), pos % (bh * bw)
+    bi, bj, ti, tj = blk // nbw, blk % nbw, t // bw, t % bw
+    if dilated:
+        return ti * nbh + bi, tj * nbw + bj
+    return bi * bh + ti, bj * bw + tj
+
+
+def build_layout(
+    h, w, block: tuple, *, dilated: bool = False, shift: tuple | None = None, device=None
+) -> BlockLayout:
+    """The layout of an H x W map cut into `block` (bh, bw) blocks (see `BlockLayout`).
+
+    Pure index arithmetic on the sizes, so it also runs on symbolic sizes while exporting.
+    """
     bh, bw = block
+    sh, sw = (0, 0) if shift is None else shift
     hp, wp = round_up(h, bh), round_up(w, bw)
-    if (hp, wp) == (h, w) and shift == (0, 0):
+    grid = (hp // bh, wp // bw)
+    r, c = _pixel_coords(torch.arange(hp * wp, device=device), block, grid, dilated)
+    src_r, src_c = (r + sh) % hp, (c + sw) % wp
+    valid = (src_r < h) & (src_c < w)
+    order = torch.where(valid, src_r * w + src_c, h * w)
+    pix = torch.arange(h * w, device=device)
+    inverse = _block_coords((pix // w - sh) % hp, (pix % w - sw) % wp, block, grid, dilated)
+    region = None
+    if shift is not None:
+        rows = (r >= hp - bh).long() + (r >= hp - sh).long()
+        region = (rows * 3 + (c >= wp - bw).long() + (c >= wp - sw).long()).view(-1, bh * bw)
+    return BlockLayout(
+        h=h, w=w, block=(bh, bw), n_blocks=grid[0] * grid[1], order=order, inverse=inverse,
+        key_valid=valid.view(-1, bh * bw), region=region,
+        identity=_is_identity(h, w, block, shift), padded=tracing() or hp * wp != h * w,
+        dilated=dilated,
+    )  # fmt: skip
+
+
+def _is_identity(h, w, block: tuple, shift: tuple | None) -> bool:
+    """A plain partition suffices (decided only in eager mode; traced code always gathers)."""
+    if tracing():
+        return False
+    return h % block[0] == 0 and w % block[1] == 0 and (shift is None or tuple(shift) == (0, 0))
+
+
+@lru_cache(maxsize=128)
+def _cached_layout(
+    h: int, w: int, block: tuple, dilated: bool, shift: tuple | None, device
+) -> BlockLayout:
+    return build_layout(h, w, block, dilated=dilated, shift=shift, device=device)
+
+
+def block_layout(
+    h, w, block: tuple, *, dilated: bool = False, shift: tuple | None = None, device=None
+) -> BlockLayout:
+    """`build_layout`, cached per shape and device in eager mode."""
+    if tracing():
+        return build_layout(h, w, block, dilated=dilated, shift=shift, device=device)
+    device = torch.device("cpu") if device is None else torch.device(device)
+    if shift is not None:
+        shift = (int(shift[0]), int(shift[1]))
+        shift = None if shift == (0, 0) else shift
+    return _cached_layout(int(h), int(w), (int(block[0]), int(block[1])), dilated, shift, device)
+
+
+def _additive(mask: Tensor, dtype: torch.dtype) -> Tensor:
+    zero = torch.zeros((), dtype=dtype, device=mask.device)
+    return torch.where(mask, zero, torch.tensor(float("-inf"), dtype=dtype, device=mask.device))
+
+
+def additive_mask(layout: BlockLayout, dtype: torch.dtype) -> Tensor | None:
+    """(nB, 1, L, L) 0 / -inf mask of `layout` in `dtype`, or None when nothing is masked."""
+    if not layout.masked:
         return None
-    partition = grid_partition if dilated else window_partition
-    valid = torch.roll(valid_map(h, w, hp, wp, device), (-shift[0], -shift[1]), dims=(1, 2))
-    mask = block_mask(partition(valid, bh, bw)[..., 0])
-    if shift != (0, 0):
-        ids = partition(shift_region_ids(hp, wp, bh, bw, *shift, device), bh, bw)[..., 0]
-        mask = mask & (ids[:, :, None] == ids[:, None, :])
-    return mask[:, None]
+    if tracing():
+        return _additive(layout.mask(), dtype)
+    if dtype not in layout.masks:
+        layout.masks[dtype] = _additive(layout.mask(), dtype)
+    return layout.masks[dtype]
+
+
+def to_blocks(x: Tensor, layout: BlockLayout) -> Tensor:
+    """(B, N, C) row-major tokens -> (B * nB, L, C) tokens in block order; padded positions
+    hold `_padding.PAD_FILL`."""
+    b, n, c = x.shape
+    bh, bw = layout.block
+    if layout.identity:
+        hp, wp = layout.h, layout.w
+        if layout.dilated:
+            blocks = x.reshape(b, bh, hp // bh, bw, wp // bw, c).permute(0, 2, 4, 1, 3, 5)
+        else:
+            blocks = x.reshape(b, hp // bh, bh, wp // bw, bw, c).permute(0, 1, 3, 2, 4, 5)
+        return blocks.reshape(b * layout.n_blocks, bh * bw, c)
+    filled = F.pad(x, (0, 0, 0, 1), value=_padding.PAD_FILL)
+    return filled.index_select(1, layout.order).view(b * layout.n_blocks, bh * bw, c)
+
+
+def from_blocks(y: Tensor, layout: BlockLayout) -> Tensor:
+    """Inverse of `to_blocks`: (B * nB, L, C) -> (B, N, C), padded positions dropped."""
+    c = y.shape[-1]
+    bh, bw = layout.block
+    b = y.shape[0] // layout.n_blocks
+    if layout.identity:
+        hp, wp = layout.h, layout.w
+        if layout.dilated:
+            grid = y.view(b, hp // bh, wp // bw, bh, bw, c).permute(0, 3, 1, 4, 2, 5)
+        else:
+            grid = y.view(b, hp // bh, wp // bw, bh, bw, c).permute(0, 1, 3, 2, 4, 5)
+        return grid.reshape(b, hp * wp, c)
+    return y.reshape(b, -1, c).index_select(1, layout.inverse)
 
 
 def block_attention(
     qkv: Tensor,
-    block: tuple[int, int],
+    layout: BlockLayout,
     num_heads: int,
     *,
     scale: float,
-    dilated: bool = False,
-    shift: tuple[int, int] = (0, 0),
     bias: Tensor | None = None,
     dropout_p: float = 0.0,
     reference: bool = False,
 ) -> Tensor:
-    """(B, H, W, 3·heads·d) packed q|k|v -> (B, H, W, heads·d).
+    """(B * nB, L, 3·heads·d) packed q|k|v in block order -> (B * nB, L, heads·d).
 
-    Blocks are contiguous bh x bw windows, or with `dilated` the bh x bw pixels spaced
-    Hp/bh rows and Wp/bw columns apart. `bias` (heads, L, L) is added to the logits.
+    Softmax attention inside each block, keys masked by the layout; `bias` (heads, L, L)
+    is added to the logits (e.g. Swin's relative position bias).
     """
-    b, h, w, _ = qkv.shape
-    bh, bw = block
-    hp, wp = round_up(h, bh), round_up(w, bw)
-    partition, reverse = (
-        (grid_partition, grid_reverse) if dilated else (window_partition, window_reverse)
-    )
-    qkv = _padding.pad_map(qkv, hp - h, wp - w)
-    if shift != (0, 0):
-        qkv = torch.roll(qkv, (-shift[0], -shift[1]), dims=(1, 2))
-    blocks = partition(qkv, bh, bw)  # (B * nBlocks, L, 3C)
-    length = bh * bw
-    q, k, v = blocks.view(blocks.shape[0], length, 3, num_heads, -1).permute(2, 0, 3, 1, 4)
-    mask = block_key_mask(h, w, block, dilated, shift, qkv.device)
-    if mask is not None:
-        mask = mask.expand(b, -1, -1, -1, -1).reshape(-1, 1, length, length)
-    out = attend(
-        q, k, v, scale=scale, mask=mask, bias=bias, dropout_p=dropout_p, reference=reference
-    )
-    out = reverse(out.transpose(1, 2).reshape(blocks.shape[0], length, -1), bh, bw, hp, wp)
-    if shift != (0, 0):
-        out = torch.roll(out, shift, dims=(1, 2))
-    return out[:, :h, :w]
+    blocks, length, _ = qkv.shape
+    q, k, v = qkv.view(blocks, length, 3, num_heads, -1).permute(2, 0, 3, 1, 4)
+    mask = additive_mask(layout, q.dtype)
+    extra = _logit_offset(mask, bias, blocks // layout.n_blocks)
+    if reference:
+        out = attend(q, k, v, scale=scale, bias=extra, dropout_p=dropout_p, reference=True)
+    else:
+        out = attend(q, k, v, scale=scale, bias=extra, dropout_p=dropout_p)
+    return out.transpose(1, 2).reshape(blocks, length, -1)
+
+
+def _logit_offset(mask: Tensor | None, bias: Tensor | None, batch: int) -> Tensor | None:
+    """Bias (heads, L, L) and additive mask (nB, 1, L, L) as one term broadcastable to the
+    (B * nB, heads, L, L) logits: (1, heads, L, L) without a mask, else (B * nB, ., L, L)."""
+    if mask is None:
+        return None if bias is None else bias[None]
+    both = mask if bias is None else mask + bias.to(mask.dtype)
+    return both.expand(batch, *both.shape).flatten(0, 1)

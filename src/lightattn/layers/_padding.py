@@ -13,13 +13,19 @@ from torch import Tensor
 PAD_FILL = 0.0
 
 
+def tracing() -> bool:
+    """True while torch.export / torch.compile / jit tracing: sizes may be symbolic, so
+    shape-dependent shortcuts and caches are off."""
+    return torch.compiler.is_exporting() or torch.compiler.is_compiling() or torch.jit.is_tracing()
+
+
 def round_up(n: int, multiple: int) -> int:
     return -(-n // multiple) * multiple
 
 
 def pad_map(x: Tensor, pad_h: int, pad_w: int) -> Tensor:
     """Pad a (B, H, W, C) map at the bottom and right."""
-    if pad_h == 0 and pad_w == 0:
+    if not tracing() and pad_h == 0 and pad_w == 0:
         return x
     return F.pad(x, (0, 0, 0, pad_w, 0, pad_h), value=PAD_FILL)
 

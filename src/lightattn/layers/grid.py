@@ -7,7 +7,9 @@ from typing import Any
 from torch import Tensor, nn
 
 from ._base import AttentionBase
-from ._blocks import block_attention
+import torch
+
+from ._blocks import block_attention, block_layout, from_blocks, to_blocks
 from ._checks import check_positive_int
 from ._padding import round_up
 from ._registry import register_attention
@@ -44,20 +46,25 @@ class GridAttention(AttentionBase):
         return {"grid_size": self.grid_size}
 
     def _dims(self, h: int, w: int) -> tuple[int, int, int, int]:
-        gh, gw = min(self.grid_size, h), min(self.grid_size, w)
+        gh, gw = torch.sym_min(self.grid_size, h), torch.sym_min(self.grid_size, w)
         return gh, gw, round_up(h, gh), round_up(w, gw)
 
     def forward_tokens(self, x: Tensor, h: int, w: int) -> Tensor:
-        b, n, c = x.shape
         gh, gw, _, _ = self._dims(h, w)
+        layout = block_layout(h, w, (gh, gw), dilated=True, device=x.device)
+        qkv = to_blocks(self.qkv(x), layout) if layout.padded else self.qkv(to_blocks(x, layout))
         out = block_attention(
-            self.qkv(x).view(b, h, w, 3 * c), (gh, gw), self.num_heads,
-            scale=self.scale, dilated=True, dropout_p=self.attn_dropout_p,
+            qkv, layout, self.num_heads, scale=self.scale, dropout_p=self.attn_dropout_p,
             reference=self.reference,
         )  # fmt: skip
-        return self.proj_drop(self.proj(out.reshape(b, n, c)))
+        return self.proj_drop(self.proj(from_blocks(out, layout)))
 
     def macs(self, h: int, w: int) -> int:
         gh, gw, hp, wp = self._dims(h, w)
         n, c = h * w, self.dim
         return 4 * n * c * c + 2 * hp * wp * gh * gw * c
+
+    def useful_macs(self, h: int, w: int) -> int:
+        """Padded positions left out: their query rows."""
+        gh, gw, _, _ = self._dims(h, w)
+        return 4 * h * w * self.dim**2 + 2 * h * w * gh * gw * self.dim

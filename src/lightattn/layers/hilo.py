@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from . import _padding
 from ._attend import attend
 from ._base import AttentionBase, as_map, as_tokens
-from ._blocks import block_attention
+from ._blocks import block_attention, block_layout, from_blocks, to_blocks
 from ._checks import check_positive_int
 from ._padding import round_up, valid_map, window_partition
 from ._registry import register_attention
@@ -103,19 +103,18 @@ class HiLoAttention(AttentionBase):
 
     def hifi(self, x: Tensor, h: int, w: int) -> Tensor:
         """(B, N, C) -> (B, N, Ch): attention inside windows, padded keys masked."""
-        b, n, _ = x.shape
+        layout = block_layout(h, w, window_dims(h, w, self.window_size), device=x.device)
         out = block_attention(
-            self.hifi_qkv(x).view(b, h, w, -1), window_dims(h, w, self.window_size),
-            self.hifi_heads, scale=self.scale, dropout_p=self.attn_dropout_p,
-            reference=self.reference,
+            to_blocks(self.hifi_qkv(x), layout), layout, self.hifi_heads, scale=self.scale,
+            dropout_p=self.attn_dropout_p, reference=self.reference,
         )  # fmt: skip
-        return self.hifi_proj(out.reshape(b, n, -1))
+        return self.hifi_proj(from_blocks(out, layout))
 
     def pool(self, x: Tensor, h: int, w: int) -> Tensor:
         """(B, N, C) -> (B, M, C): ws x ws window means of the real pixels (ws = 1: x)."""
-        wh, ww = window_dims(h, w, self.window_size)
-        if wh * ww == 1:
+        if self.window_size == 1:
             return x
+        wh, ww = window_dims(h, w, self.window_size)
         if self.reference:
             return pooled_windows_reference(x.view(x.shape[0], h, w, -1), wh, ww)
         # ceil mode clips a border window to the map and divides by its real pixel count

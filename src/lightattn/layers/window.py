@@ -2,25 +2,45 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from ._base import AttentionBase
-from ._blocks import block_attention
+from ._blocks import BlockLayout, block_attention, block_layout, from_blocks, to_blocks
 from ._checks import check_positive_int
-from ._padding import round_up
+from ._padding import round_up, tracing
 from ._registry import register_attention
 
 
 def window_dims(h: int, w: int, window_size: int) -> tuple[int, int]:
     """The window shape used on an H x W map: a side shorter than the window is one window."""
-    return min(window_size, h), min(window_size, w)
+    return torch.sym_min(window_size, h), torch.sym_min(window_size, w)
+
+
+def swin_shift(side: int, window_size: int) -> int:
+    """Swin's cyclic shift along a side: window_size // 2, or 0 when one window covers it."""
+    if tracing():
+        return torch.sym_min(window_size // 2, torch.sym_max(0, side - window_size) * window_size)
+    return window_size // 2 if side > window_size else 0
 
 
 def relative_position_index(wh: int, ww: int, window_size: int, device) -> Tensor:
-    """(wh*ww, wh*ww) indices into a (2*ws-1)² bias table for a wh x ww window."""
+    """(wh*ww, wh*ww) indices into a (2*ws-1)² bias table for a wh x ww window (cached per
+    shape in eager mode)."""
+    if tracing():
+        return _relative_position_index(wh, ww, window_size, device)
+    return _cached_index(int(wh), int(ww), window_size, torch.device(device))
+
+
+@lru_cache(maxsize=64)
+def _cached_index(wh: int, ww: int, window_size: int, device: torch.device) -> Tensor:
+    return _relative_position_index(wh, ww, window_size, device)
+
+
+def _relative_position_index(wh: int, ww: int, window_size: int, device) -> Tensor:
     ys, xs = torch.meshgrid(
         torch.arange(wh, device=device), torch.arange(ww, device=device), indexing="ij"
     )
@@ -70,11 +90,11 @@ class WindowAttention(AttentionBase):
             "rel_pos_bias": self.rel_pos_table is not None,
         }
 
-    def _shifts(self, h: int, w: int) -> tuple[int, int]:
-        if not self.shift:
-            return 0, 0
+    def layout(self, h: int, w: int, device) -> BlockLayout:
+        """Where each token of an H x W map goes: padded, shifted (with `shift`) windows."""
         ws = self.window_size
-        return (ws // 2 if h > ws else 0), (ws // 2 if w > ws else 0)
+        shift = (swin_shift(h, ws), swin_shift(w, ws)) if self.shift else None
+        return block_layout(h, w, window_dims(h, w, ws), shift=shift, device=device)
 
     def _bias(self, wh: int, ww: int, device) -> Tensor | None:
         if self.rel_pos_table is None:
@@ -83,17 +103,27 @@ class WindowAttention(AttentionBase):
         return self.rel_pos_table[index].permute(2, 0, 1)  # (heads, L, L)
 
     def forward_tokens(self, x: Tensor, h: int, w: int) -> Tensor:
-        b, n, c = x.shape
-        block = window_dims(h, w, self.window_size)
+        layout = self.layout(h, w, x.device)
+        # move the C-wide input rather than the 3C-wide qkv, unless padding would be projected
+        if layout.padded:
+            qkv = to_blocks(self.qkv(x), layout)
+        else:
+            qkv = self.qkv(to_blocks(x, layout))
         out = block_attention(
-            self.qkv(x).view(b, h, w, 3 * c), block, self.num_heads,
-            scale=self.scale, shift=self._shifts(h, w), bias=self._bias(*block, x.device),
-            dropout_p=self.attn_dropout_p, reference=self.reference,
+            qkv, layout, self.num_heads, scale=self.scale,
+            bias=self._bias(*layout.block, x.device), dropout_p=self.attn_dropout_p,
+            reference=self.reference,
         )  # fmt: skip
-        return self.proj_drop(self.proj(out.reshape(b, n, c)))
+        return self.proj_drop(self.proj(from_blocks(out, layout)))
 
     def macs(self, h: int, w: int) -> int:
         wh, ww = window_dims(h, w, self.window_size)
         padded = round_up(h, wh) * round_up(w, ww)
         n, c = h * w, self.dim
         return 4 * n * c * c + 2 * padded * wh * ww * c
+
+    def useful_macs(self, h: int, w: int) -> int:
+        """Padded window positions left out: their query rows."""
+        wh, ww = window_dims(h, w, self.window_size)
+        n, c = h * w, self.dim
+        return 4 * n * c * c + 2 * n * wh * ww * c
