@@ -5,7 +5,6 @@ from __future__ import annotations
 import operator
 from collections.abc import Iterable
 
-
 HEAD_WIDTH = 32
 
 

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 from ._base import AttentionBase
-import torch
-
 from ._blocks import block_attention, block_layout, from_blocks, to_blocks
 from ._checks import check_positive_int
 from ._padding import round_up

@@ -105,10 +105,7 @@ class WindowAttention(AttentionBase):
     def forward_tokens(self, x: Tensor, h: int, w: int) -> Tensor:
         layout = self.layout(h, w, x.device)
         # move the C-wide input rather than the 3C-wide qkv, unless padding would be projected
-        if layout.padded:
-            qkv = to_blocks(self.qkv(x), layout)
-        else:
-            qkv = self.qkv(to_blocks(x, layout))
+        qkv = to_blocks(self.qkv(x), layout) if layout.padded else self.qkv(to_blocks(x, layout))
         out = block_attention(
             qkv, layout, self.num_heads, scale=self.scale,
             bias=self._bias(*layout.block, x.device), dropout_p=self.attn_dropout_p,
