@@ -150,6 +150,8 @@ def test_compare_fields():
         assert r.max_abs_diff < 1e-5 and r.max_rel_diff < 1e-4
     text = markdown(results, threads=1)
     assert text.count("| tiny ") == 3 and "timm 1.0 Swin" in text
+    table = [line for line in text.splitlines() if line.startswith("|")]
+    assert len({line.count(" |") for line in table if "---" not in line}) == 1
 
 
 def test_timm_fused_variants():

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import os
 import statistics
 import sys
 import time
@@ -575,6 +576,11 @@ class Comparison:
         """Baseline median / lightattn (B, C, H, W) median."""
         return self.baseline_ms.median / self.map_ms.median
 
+    @property
+    def ratio_tokens_min(self) -> float:
+        """Baseline min / lightattn (B, N, C) min: steadier than the medians on a busy CPU."""
+        return self.baseline_ms.min / self.tokens_ms.min
+
 
 @contextmanager
 def torch_threads(threads: int | None) -> Iterator[None]:
@@ -685,7 +691,8 @@ def compare(
 
 TABLE_HEADER = (
     "| case | B | C | H×W | heads | lightattn settings | baseline | baseline ms "
-    "| lightattn (B,N,C) ms | × | lightattn (B,C,H,W) ms | × | max abs diff | max rel diff "
+    "| lightattn (B,N,C) ms | × | × min | lightattn (B,C,H,W) ms | × | max abs diff "
+    "| max rel diff "
     "| runs |"
 )
 
@@ -695,7 +702,8 @@ def table_row(r: Comparison) -> str:
     cells = [
         c.label, str(c.batch), str(c.dim), f"{c.hw[0]}×{c.hw[1]}", str(c.num_heads),
         f"{c.mechanism}: {c.settings()}", r.baseline, r.baseline_ms.text(), r.tokens_ms.text(),
-        f"{r.ratio_tokens:.2f}", r.map_ms.text(), f"{r.ratio_map:.2f}",
+        f"{r.ratio_tokens:.2f}", f"{r.ratio_tokens_min:.2f}", r.map_ms.text(),
+        f"{r.ratio_map:.2f}",
         f"{r.max_abs_diff:.1e}", f"{r.max_rel_diff:.1e}", str(r.runs),
     ]  # fmt: skip
     return "| " + " | ".join(cells) + " |"
@@ -711,12 +719,20 @@ def markdown(results: Sequence[Comparison], threads: int | None = None) -> str:
         "",
         "ms: median (min–max) per call, baseline and lightattn interleaved in one process "
         "with the same weights and input. ×: baseline median / lightattn median "
-        "(> 1: lightattn faster). Diffs: lightattn output (both layouts) vs baseline output.",
+        "(> 1: lightattn faster); × min: ratio of the fastest calls. Diffs: lightattn output "
+        f"(both layouts) vs baseline output. Load average now: {load_average()}.",
         "",
         TABLE_HEADER,
         "|" + "---|" * TABLE_HEADER.count(" |"),
     ]
     return "\n".join(lines + [table_row(r) for r in results]) + "\n"
+
+
+def load_average() -> str:
+    """The 1, 5 and 15 minute load averages, or "unknown" where the OS has none."""
+    if not hasattr(os, "getloadavg"):
+        return "unknown"
+    return ", ".join(f"{v:.2f}" for v in os.getloadavg())
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
