@@ -64,7 +64,8 @@ def copy_weights(target: nn.Module, source: nn.Module, renames: Mapping[str, str
     target.load_state_dict(state, strict=True)
 
 
-def check_layers(m: nn.Module, name: str, baseline: str) -> None:
+def check_mechanism(m: nn.Module, name: str, baseline: str) -> None:
+    """ValueError unless `m` is a lightattn module registered as `name`."""
     if getattr(m, "name", None) != name:
         raise ValueError(f"{baseline}.from_lightattn needs a lightattn {name!r} module, got {m!r}")
 
@@ -168,7 +169,7 @@ class TimmSwinWindowAttention(nn.Module):
     @classmethod
     def from_lightattn(cls, m: nn.Module, fused: bool | None = None) -> TimmSwinWindowAttention:
         """The baseline of a lightattn `window` module (its qkv, proj and rel_pos_table)."""
-        check_layers(m, "window", cls.__name__)
+        check_mechanism(m, "window", cls.__name__)
         if m.rel_pos_table is None:
             raise ValueError("timm's Swin always has a relative position bias: rel_pos_bias=True")
         base = cls(m.dim, m.num_heads, m.window_size, m.shift, m.qkv.bias is not None, fused)
@@ -304,7 +305,7 @@ class PvtV2Attention(nn.Module):
     def from_lightattn(cls, m: nn.Module, fused: bool | None = None) -> PvtV2Attention:
         """The baseline of a lightattn `sra` module: reduction="conv" (any sr_ratio) or
         pool_size=P (linear SRA; timm fixes P = 7)."""
-        check_layers(m, "sra", cls.__name__)
+        check_mechanism(m, "sra", cls.__name__)
         if m.pool_size is None and m.reduction != "conv" and m.sr_ratio > 1:
             raise ValueError(f"timm's PVTv2 has no reduction={m.reduction!r}; use 'conv'")
         base = cls(
@@ -387,7 +388,7 @@ class OfficialHiLo(nn.Module):
     @classmethod
     def from_lightattn(cls, m: nn.Module) -> OfficialHiLo:
         """The baseline of a lightattn `hilo` module (its hifi_* and lofi_* layers)."""
-        check_layers(m, "hilo", cls.__name__)
+        check_mechanism(m, "hilo", cls.__name__)
         first = m.hifi_qkv if m.hifi_qkv is not None else m.lofi_q
         base = cls(m.dim, m.num_heads, first.bias is not None, m.window_size, m.alpha)
         if (base.h_heads, base.l_heads) != (m.hifi_heads, m.lofi_heads):
