@@ -27,13 +27,15 @@ def to_tokens(x: Tensor, hw: object, dim: int) -> tuple[Tensor, int, int, bool]:
         raise ValueError(f"input dtype={x.dtype} must be a floating point type")
     if x.dim() == 4:
         b, c, h, w = x.shape
-        if min(b, h, w) < 1:
+        if b < 1 or h < 1 or w < 1:
             raise ValueError(f"input shape={tuple(x.shape)}: B, H and W must be >= 1")
         if c != dim:
             raise ValueError(f"input has C={c} channels (shape {tuple(x.shape)}) but dim={dim}")
         if hw is not None and check_hw(hw) != (h, w):
             raise ValueError(f"hw={tuple(hw)} does not match the input map H, W=({h}, {w})")
-        return x.flatten(2).transpose(1, 2), h, w, True
+        # one copy for an NCHW map, none for channels_last: the projections then read
+        # contiguous tokens instead of copying a transposed view each
+        return x.permute(0, 2, 3, 1).reshape(b, h * w, c), h, w, True
     if x.dim() == 3:
         b, n, c = x.shape
         if hw is None:
@@ -85,7 +87,7 @@ class AttentionBase(nn.Module):
         tokens, h, w, is_map = to_tokens(x, hw, self.dim)
         out = self.forward_tokens(tokens, h, w)
         if is_map:
-            return out.transpose(1, 2).reshape(x.shape)
+            return to_map_like(out, x)
         return out
 
     def forward_tokens(self, x: Tensor, h: int, w: int) -> Tensor:
@@ -127,11 +129,27 @@ class AttentionBase(nn.Module):
         q, k, v = qkv.reshape(b, n, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
         return q, k, v
 
+    def split_kv(self, kv: Tensor, heads: int | None = None) -> tuple[Tensor, Tensor]:
+        """(B, L, 2*h*d) packed k|v -> two (B, h, L, d) views (no split op, so no guard on
+        L while exporting)."""
+        b, n, _ = kv.shape
+        heads = self.num_heads if heads is None else heads
+        k, v = kv.view(b, n, 2, heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        return k, v
+
     @staticmethod
     def merge_heads(t: Tensor) -> Tensor:
         """(B, h, L, d) -> (B, L, h*d)."""
         b, h, n, d = t.shape
         return t.transpose(1, 2).reshape(b, n, h * d)
+
+
+def to_map_like(tokens: Tensor, like: Tensor) -> Tensor:
+    """(B, N, C) tokens -> a (B, C, H, W) map shaped as `like`, in its memory format:
+    contiguous for an NCHW input, channels_last (no copy) otherwise."""
+    b, c, h, w = like.shape
+    out = tokens.reshape(b, h, w, c).permute(0, 3, 1, 2)
+    return out.contiguous() if like.is_contiguous() else out
 
 
 def as_map(x: Tensor, h: int, w: int) -> Tensor:

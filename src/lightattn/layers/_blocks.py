@@ -127,7 +127,8 @@ def _is_identity(h, w, block: tuple, shift: tuple | None) -> bool:
 def _cached_layout(
     h: int, w: int, block: tuple, dilated: bool, shift: tuple | None, device
 ) -> BlockLayout:
-    return build_layout(h, w, block, dilated=dilated, shift=shift, device=device)
+    with torch.inference_mode(False):  # cached tensors must serve autograd calls later
+        return build_layout(h, w, block, dilated=dilated, shift=shift, device=device)
 
 
 def block_layout(
@@ -155,7 +156,8 @@ def additive_mask(layout: BlockLayout, dtype: torch.dtype) -> Tensor | None:
     if tracing():
         return _additive(layout.mask(), dtype)
     if dtype not in layout.masks:
-        layout.masks[dtype] = _additive(layout.mask(), dtype)
+        with torch.inference_mode(False):
+            layout.masks[dtype] = _additive(layout.mask(), dtype)
     return layout.masks[dtype]
 
 
@@ -222,4 +224,4 @@ def _logit_offset(mask: Tensor | None, bias: Tensor | None, batch: int) -> Tenso
     if mask is None:
         return None if bias is None else bias[None]
     both = mask if bias is None else mask + bias.to(mask.dtype)
-    return both.expand(batch, *both.shape).flatten(0, 1)
+    return both.repeat(batch, 1, 1, 1)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 
 from ._base import AttentionBase
@@ -12,6 +11,7 @@ from ._blocks import block_attention, block_layout, from_blocks, to_blocks
 from ._checks import check_positive_int
 from ._padding import round_up
 from ._registry import register_attention
+from .window import window_dims
 
 
 @register_attention("grid")
@@ -45,7 +45,7 @@ class GridAttention(AttentionBase):
         return {"grid_size": self.grid_size}
 
     def _dims(self, h: int, w: int) -> tuple[int, int, int, int]:
-        gh, gw = torch.sym_min(self.grid_size, h), torch.sym_min(self.grid_size, w)
+        gh, gw = window_dims(h, w, self.grid_size)
         return gh, gw, round_up(h, gh), round_up(w, gw)
 
     def forward_tokens(self, x: Tensor, h: int, w: int) -> Tensor:

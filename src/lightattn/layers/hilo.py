@@ -11,9 +11,9 @@ from torch import Tensor, nn
 from . import _padding
 from ._attend import attend
 from ._base import AttentionBase, as_map, as_tokens
-from ._blocks import block_attention, block_layout, from_blocks, to_blocks
+from ._blocks import BlockLayout, block_attention, block_layout, from_blocks, to_blocks
 from ._checks import check_positive_int
-from ._padding import round_up, valid_map, window_partition
+from ._padding import round_up, tracing, valid_map, window_partition
 from ._registry import register_attention
 from .window import window_dims
 
@@ -38,6 +38,17 @@ def pooled_windows_reference(x: Tensor, wh: int, ww: int) -> Tensor:
     total = torch.where(valid, windows, torch.zeros_like(windows)).sum(dim=1)
     count = valid.sum(dim=1).to(x.dtype)
     return (total / count).view(b, -1, c)
+
+
+def pooled_windows_gathered(x: Tensor, layout: BlockLayout) -> Tensor:
+    """(B, N, C) -> (B, nB, C): the mean of the real pixels of each block of `layout`, as
+    a weighted sum of the gathered blocks (no pooling op, whose output strides would tie
+    the export to the map size)."""
+    b, _, c = x.shape
+    blocks = to_blocks(x, layout).view(b, -1, layout.length, c)
+    weights = layout.key_valid.to(x.dtype)
+    weights = weights / weights.sum(-1, keepdim=True)
+    return (blocks * weights[None, :, :, None]).sum(dim=2)
 
 
 @register_attention("hilo")
@@ -117,15 +128,17 @@ class HiLoAttention(AttentionBase):
         wh, ww = window_dims(h, w, self.window_size)
         if self.reference:
             return pooled_windows_reference(x.view(x.shape[0], h, w, -1), wh, ww)
+        if tracing():
+            return pooled_windows_gathered(x, block_layout(h, w, (wh, ww), device=x.device))
         # ceil mode clips a border window to the map and divides by its real pixel count
         return as_tokens(F.avg_pool2d(as_map(x, h, w), (wh, ww), ceil_mode=True))
 
     def lofi(self, x: Tensor, h: int, w: int) -> Tensor:
         """(B, N, C) -> (B, N, Cl): every pixel attends to the pooled map."""
         q = self._split(self.lofi_q(x), self.lofi_heads)
-        k, v = self.lofi_kv(self.pool(x, h, w)).chunk(2, dim=-1)
+        k, v = self.split_kv(self.lofi_kv(self.pool(x, h, w)), self.lofi_heads)
         out = attend(
-            q, self._split(k, self.lofi_heads), self._split(v, self.lofi_heads),
+            q, k, v,
             scale=self.scale, dropout_p=self.attn_dropout_p, reference=self.reference,
         )  # fmt: skip
         return self.lofi_proj(self.merge_heads(out))

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from ._attend import attend
 from ._base import AttentionBase, as_map, as_tokens
 from ._checks import check_choice, check_positive_int
-from ._padding import round_up
+from ._padding import round_up, tracing
 from ._registry import register_attention
 
 
@@ -89,14 +89,17 @@ class SpatialReductionAttention(AttentionBase):
             return x
         if self.reduction == "avg":
             return as_tokens(F.avg_pool2d(as_map(x, h, w), r, r, ceil_mode=True))
-        padded = F.pad(as_map(x, h, w), (0, round_up(w, r) - w, 0, round_up(h, r) - h))
-        return self.norm(as_tokens(self.sr(padded)))
+        pad_h, pad_w = round_up(h, r) - h, round_up(w, r) - w
+        x_map = as_map(x, h, w)
+        if tracing() or pad_h or pad_w:
+            x_map = F.pad(x_map, (0, pad_w, 0, pad_h))
+        return self.norm(as_tokens(self.sr(x_map)))
 
     def forward_tokens(self, x: Tensor, h: int, w: int) -> Tensor:
         q = self.split_heads(self.q(x))
-        k, v = self.kv(self.reduce(x, h, w)).chunk(2, dim=-1)
+        k, v = self.split_kv(self.kv(self.reduce(x, h, w)))
         out = attend(
-            q, self.split_heads(k), self.split_heads(v),
+            q, k, v,
             scale=self.scale, dropout_p=self.attn_dropout_p, reference=self.reference,
         )  # fmt: skip
         return self.proj_drop(self.proj(self.merge_heads(out)))

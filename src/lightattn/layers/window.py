@@ -16,8 +16,14 @@ from ._registry import register_attention
 
 
 def window_dims(h: int, w: int, window_size: int) -> tuple[int, int]:
-    """The window shape used on an H x W map: a side shorter than the window is one window."""
-    return torch.sym_min(window_size, h), torch.sym_min(window_size, w)
+    """The window shape used on an H x W map: a side shorter than the window is one window.
+
+    While tracing (sizes unknown) the window stays ws x ws and a short side is padded to it:
+    the same output, since padded keys are masked, without a shape that depends on H, W.
+    """
+    if tracing():
+        return window_size, window_size
+    return min(window_size, h), min(window_size, w)
 
 
 def swin_shift(side: int, window_size: int) -> int:
@@ -37,7 +43,8 @@ def relative_position_index(wh: int, ww: int, window_size: int, device) -> Tenso
 
 @lru_cache(maxsize=64)
 def _cached_index(wh: int, ww: int, window_size: int, device: torch.device) -> Tensor:
-    return _relative_position_index(wh, ww, window_size, device)
+    with torch.inference_mode(False):  # cached tensors must serve autograd calls later
+        return _relative_position_index(wh, ww, window_size, device)
 
 
 def _relative_position_index(wh: int, ww: int, window_size: int, device) -> Tensor:
