@@ -83,12 +83,44 @@ class AttentionBase(nn.Module):
         self.proj_drop = nn.Dropout(check_probability("proj_drop", proj_drop))
         self.reference = bool(reference)
 
-    def forward(self, x: Tensor, hw: tuple[int, int] | None = None) -> Tensor:
+    supports_key_padding_mask: ClassVar[bool] = False
+
+    def forward(
+        self,
+        x: Tensor,
+        hw: tuple[int, int] | None = None,
+        key_padding_mask: Tensor | None = None,
+    ) -> Tensor:
+        """`key_padding_mask` (optional, mechanisms with `supports_key_padding_mask`):
+        bool (B, H, W) or (B, N), True on the real pixels of each sample of a batch of
+        differently sized images padded to one size; no query attends a padded pixel (the
+        outputs at padded pixels are computed but meaningless)."""
         tokens, h, w, is_map = to_tokens(x, hw, self.dim)
-        out = self.forward_tokens(tokens, h, w)
+        if key_padding_mask is None:
+            out = self.forward_tokens(tokens, h, w)
+        else:
+            valid = self._check_key_padding_mask(key_padding_mask, tokens)
+            out = self.forward_tokens(tokens, h, w, key_padding_mask=valid)
         if is_map:
             return to_map_like(out, x)
         return out
+
+    def _check_key_padding_mask(self, mask: Tensor, tokens: Tensor) -> Tensor:
+        """-> (B, N) bool on the tokens' device; ValueError for a wrong mask."""
+        if not self.supports_key_padding_mask:
+            raise ValueError(f"attention {self.name!r} does not support key_padding_mask")
+        b, n, _ = tokens.shape
+        if not isinstance(mask, Tensor) or mask.dtype != torch.bool:
+            raise ValueError("key_padding_mask must be a bool tensor (True = real pixel)")
+        if mask.shape[0] != b or mask[0].numel() != n or mask.dim() not in (2, 3):
+            raise ValueError(
+                f"key_padding_mask shape={tuple(mask.shape)} must be (B, H, W) or (B, N) "
+                f"with B={b}, N={n}"
+            )
+        mask = mask.reshape(b, n).to(tokens.device)
+        if not bool(mask.any(dim=1).all()):
+            raise ValueError("key_padding_mask leaves a sample with no real pixel")
+        return mask
 
     def forward_tokens(self, x: Tensor, h: int, w: int) -> Tensor:
         """(B, N, C) tokens of an H x W map -> (B, N, C)."""

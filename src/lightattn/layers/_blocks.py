@@ -161,9 +161,9 @@ def additive_mask(layout: BlockLayout, dtype: torch.dtype) -> Tensor | None:
     return layout.masks[dtype]
 
 
-def to_blocks(x: Tensor, layout: BlockLayout) -> Tensor:
+def to_blocks(x: Tensor, layout: BlockLayout, fill: float | None = None) -> Tensor:
     """(B, N, C) row-major tokens -> (B * nB, L, C) tokens in block order; padded positions
-    hold `_padding.PAD_FILL`."""
+    hold `fill` (default `_padding.PAD_FILL`)."""
     b, n, c = x.shape
     bh, bw = layout.block
     if layout.identity:
@@ -173,7 +173,7 @@ def to_blocks(x: Tensor, layout: BlockLayout) -> Tensor:
         else:
             blocks = x.reshape(b, hp // bh, bh, wp // bw, bw, c).permute(0, 1, 3, 2, 4, 5)
         return blocks.reshape(b * layout.n_blocks, bh * bw, c)
-    filled = F.pad(x, (0, 0, 0, 1), value=_padding.PAD_FILL)
+    filled = F.pad(x, (0, 0, 0, 1), value=_padding.PAD_FILL if fill is None else fill)
     return filled.index_select(1, layout.order).view(b * layout.n_blocks, bh * bw, c)
 
 
@@ -199,18 +199,23 @@ def block_attention(
     *,
     scale: float,
     bias: Tensor | None = None,
+    key_valid: Tensor | None = None,
     dropout_p: float = 0.0,
     reference: bool = False,
 ) -> Tensor:
     """(B * nB, L, 3·heads·d) packed q|k|v in block order -> (B * nB, L, heads·d).
 
     Softmax attention inside each block, keys masked by the layout; `bias` (heads, L, L)
-    is added to the logits (e.g. Swin's relative position bias).
+    is added to the logits (e.g. Swin's relative position bias). `key_valid` (B, N) bool,
+    a per-sample key padding mask, hides more keys (a query always sees itself).
     """
     blocks, length, _ = qkv.shape
     q, k, v = qkv.view(blocks, length, 3, num_heads, -1).permute(2, 0, 3, 1, 4)
-    mask = additive_mask(layout, q.dtype)
-    extra = _logit_offset(mask, bias, blocks // layout.n_blocks)
+    if key_valid is None:
+        mask, repeat = additive_mask(layout, q.dtype), blocks // layout.n_blocks
+    else:
+        mask, repeat = _additive(_sample_mask(layout, key_valid), q.dtype), 1
+    extra = _logit_offset(mask, bias, repeat)
     if reference:
         out = attend(q, k, v, scale=scale, bias=extra, dropout_p=dropout_p, reference=True)
     else:
@@ -218,10 +223,19 @@ def block_attention(
     return out.transpose(1, 2).reshape(blocks, length, -1)
 
 
-def _logit_offset(mask: Tensor | None, bias: Tensor | None, batch: int) -> Tensor | None:
-    """Bias (heads, L, L) and additive mask (nB, 1, L, L) as one term broadcastable to the
-    (B * nB, heads, L, L) logits: (1, heads, L, L) without a mask, else (B * nB, ., L, L)."""
+def _sample_mask(layout: BlockLayout, key_valid: Tensor) -> Tensor:
+    """(B * nB, 1, L, L) bool: the layout's mask and a per-sample (B, N) key validity."""
+    in_blocks = to_blocks(key_valid[..., None].to(torch.uint8), layout, fill=0)[..., 0].bool()
+    eye = torch.eye(layout.length, dtype=torch.bool, device=key_valid.device)
+    shared = layout.mask().repeat(key_valid.shape[0], 1, 1, 1)
+    return (shared & in_blocks[:, None, None, :]) | eye
+
+
+def _logit_offset(mask: Tensor | None, bias: Tensor | None, repeat: int) -> Tensor | None:
+    """Bias (heads, L, L) and additive mask (M, 1, L, L) as one term broadcastable to the
+    (B * nB, heads, L, L) logits: (1, heads, L, L) without a mask, else the sum repeated
+    `repeat` times along the first dim (B times for a mask shared by the samples)."""
     if mask is None:
         return None if bias is None else bias[None]
     both = mask if bias is None else mask + bias.to(mask.dtype)
-    return both.repeat(batch, 1, 1, 1)
+    return both.repeat(repeat, 1, 1, 1)

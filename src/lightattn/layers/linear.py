@@ -24,7 +24,9 @@ class LinearAttention(AttentionBase):
     (B, C, H, W) -> (B, C, H, W), or (B, N, C) with hw -> (B, N, C).
     The fast path forms kᵀv first: O(N d²) time per head and O(N d) memory;
     MACs = 4NC² + 2NdC + NC. The reference path forms the row-normalised N x N matrix.
-    There is no attention matrix to drop out, so `attn_drop` must be 0. Keys are scaled by
+    There is no attention matrix to drop out: `attn_drop` is accepted (so one config can
+    serve every mechanism) and has no effect. Takes a per-sample `key_padding_mask` (padded
+    keys get φ(k) = 0, so they enter neither sum). Keys are scaled by
     1/N (the ratio is unchanged) so that fp16 sums over large maps stay finite; `eps` is added
     to the normaliser φ(q_i)ᵀ mean_j φ(k_j).
     """
@@ -39,8 +41,6 @@ class LinearAttention(AttentionBase):
         proj_drop: float = 0.0,
         reference: bool = False,
     ) -> None:
-        if attn_drop:
-            raise ValueError(f"attn_drop={attn_drop} must be 0: linear attention forms no weights")
         if not eps > 0:
             raise ValueError(f"eps={eps!r} must be positive")
         super().__init__(dim, num_heads, attn_drop, proj_drop, reference)
@@ -51,10 +51,16 @@ class LinearAttention(AttentionBase):
     def settings(self) -> dict[str, Any]:
         return {"eps": self.eps}
 
-    def forward_tokens(self, x: Tensor, h: int, w: int) -> Tensor:
+    supports_key_padding_mask = True
+
+    def forward_tokens(
+        self, x: Tensor, h: int, w: int, key_padding_mask: Tensor | None = None
+    ) -> Tensor:
         q, k, v = self.split_qkv(self.qkv(x))
         # keys scaled by 1/N: the ratio is unchanged and fp16 sums over N do not overflow
         q, k = feature_map(q), feature_map(k) / k.shape[-2]
+        if key_padding_mask is not None:
+            k = k * key_padding_mask[:, None, :, None].to(k.dtype)
         if self.reference:
             weights = q @ k.transpose(-2, -1)
             out = (weights / (weights.sum(-1, keepdim=True) + self.eps)) @ v

@@ -15,7 +15,10 @@ class MultiHeadSelfAttention(AttentionBase):
 
     (B, C, H, W) -> (B, C, H, W), or (B, N, C) with hw -> (B, N, C).
     Cost O(N² C): MACs = 3NC² + 2N²C + NC². Fast path: `scaled_dot_product_attention`.
+    Takes a per-sample `key_padding_mask`.
     """
+
+    supports_key_padding_mask = True
 
     def __init__(
         self,
@@ -30,11 +33,14 @@ class MultiHeadSelfAttention(AttentionBase):
         self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
 
-    def forward_tokens(self, x: Tensor, h: int, w: int) -> Tensor:
+    def forward_tokens(
+        self, x: Tensor, h: int, w: int, key_padding_mask: Tensor | None = None
+    ) -> Tensor:
         q, k, v = self.split_qkv(self.qkv(x))
+        mask = None if key_padding_mask is None else key_padding_mask[:, None, None, :]
         out = attend(
-            q, k, v,
-            scale=self.scale, dropout_p=self.attn_dropout_p, reference=self.reference,
+            q, k, v, scale=self.scale, mask=mask, dropout_p=self.attn_dropout_p,
+            reference=self.reference,
         )  # fmt: skip
         return self.proj_drop(self.proj(self.merge_heads(out)))
 

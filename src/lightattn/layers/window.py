@@ -65,7 +65,9 @@ class WindowAttention(AttentionBase):
     the Swin mask), `rel_pos_bias` (learned (2ws-1)² table per head). Any H, W: the map is
     padded to a multiple of ws and the padded keys are masked; a side shorter than ws is
     taken as one window. MACs = 3NC² + 2·Np·L·C + NC² with Np the padded token count and
-    L the window length.
+    L the window length. Takes a per-sample `key_padding_mask`: windows are anchored at the
+    top-left corner, so an image padded at the bottom/right inside a larger canvas gets the
+    output it would get alone (also with `shift`).
     """
 
     def __init__(
@@ -109,13 +111,17 @@ class WindowAttention(AttentionBase):
         index = relative_position_index(wh, ww, self.window_size, device)
         return self.rel_pos_table[index].permute(2, 0, 1)  # (heads, L, L)
 
-    def forward_tokens(self, x: Tensor, h: int, w: int) -> Tensor:
+    supports_key_padding_mask = True
+
+    def forward_tokens(
+        self, x: Tensor, h: int, w: int, key_padding_mask: Tensor | None = None
+    ) -> Tensor:
         layout = self.layout(h, w, x.device)
         # move the C-wide input rather than the 3C-wide qkv, unless padding would be projected
         qkv = to_blocks(self.qkv(x), layout) if layout.padded else self.qkv(to_blocks(x, layout))
         out = block_attention(
             qkv, layout, self.num_heads, scale=self.scale,
-            bias=self._bias(*layout.block, x.device), dropout_p=self.attn_dropout_p,
+            bias=self._bias(*layout.block, x.device), key_valid=key_padding_mask, dropout_p=self.attn_dropout_p,
             reference=self.reference,
         )  # fmt: skip
         return self.proj_drop(self.proj(from_blocks(out, layout)))
