@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 import torch
@@ -30,6 +31,48 @@ def shift_kernels(channels: int, kernel_size: int) -> Tensor:
     for i in range(kernel_size**2):
         weight[:, i, i // kernel_size, i % kernel_size] = 1.0
     return weight
+
+
+def tiles(h: int, w: int, kernel_att: int) -> tuple[int, int, int, int, int, int]:
+    """Tile (th, tw), padded map (hp, wp) and halo (rh, rw) of the sliding fast path."""
+    r = kernel_att // 2
+    th, tw = min(kernel_att, h), min(kernel_att, w)
+    hp, wp = round_up(h, th), round_up(w, tw)
+    return th, tw, hp, wp, (r if hp > th else 0), (r if wp > tw else 0)
+
+
+def halo_mask(h: int, w: int, kernel_att: int, device: torch.device) -> Tensor:
+    """(nTiles, Lq, Lk) bool: query of a tile may attend key of its halo (cached per shape)."""
+    return _cached_halo_mask(h, w, kernel_att, torch.device(device))
+
+
+@lru_cache(maxsize=64)
+def _cached_halo_mask(h: int, w: int, kernel_att: int, device: torch.device) -> Tensor:
+    th, tw, hp, wp, rh, rw = tiles(h, w, kernel_att)
+    kh, kw, r = th + 2 * rh, tw + 2 * rw, kernel_att // 2
+    with torch.inference_mode(False):  # cached tensors must serve autograd calls later
+        valid = torch.zeros(hp + 2 * rh, wp + 2 * rw, dtype=torch.bool, device=device)
+        valid[rh : rh + h, rw : rw + w] = True
+        key_ok = valid.unfold(0, kh, th).unfold(1, kw, tw).reshape(-1, 1, kh * kw)
+        query_ok = window_partition(valid_map(h, w, hp, wp, device), th, tw)[..., 0]
+
+        def near(t: int, k: int, halo: int) -> Tensor:
+            offset = (
+                torch.arange(k, device=device)[None]
+                - halo
+                - torch.arange(t, device=device)[:, None]
+            )
+            return offset.abs() <= r
+
+        close = near(th, kh, rh)[:, None, :, None] & near(tw, kw, rw)[None, :, None, :]
+        close = close.reshape(th * tw, kh * kw)
+        # padded queries (cropped later) attend the tile's real keys: no empty rows
+        return torch.where(query_ok[:, :, None], close & key_ok, key_ok)
+
+
+def _neighbours(side: int, radius: int) -> int:
+    """Sum over the positions of a side of the in-range positions within `radius`."""
+    return sum(min(side - 1, i + radius) - max(0, i - radius) + 1 for i in range(side))
 
 
 @register_attention("acmix")
@@ -107,35 +150,7 @@ class ACmix(AttentionBase):
     # -- geometry -------------------------------------------------------------------------
 
     def _tiles(self, h: int, w: int) -> tuple[int, int, int, int, int, int]:
-        """Tile (th, tw), padded map (hp, wp) and halo (rh, rw) of the sliding fast path."""
-        ka, r = self.kernel_att, self.kernel_att // 2
-        th, tw = min(ka, h), min(ka, w)
-        hp, wp = round_up(h, th), round_up(w, tw)
-        return th, tw, hp, wp, (r if hp > th else 0), (r if wp > tw else 0)
-
-    def _halo_mask(self, h: int, w: int, device: torch.device) -> Tensor:
-        """(nTiles, Lq, Lk) bool: query of a tile may attend key of its halo."""
-        th, tw, hp, wp, rh, rw = self._tiles(h, w)
-        kh, kw, r = th + 2 * rh, tw + 2 * rw, self.kernel_att // 2
-        valid = torch.zeros(hp + 2 * rh, wp + 2 * rw, dtype=torch.bool, device=device)
-        valid[rh : rh + h, rw : rw + w] = True
-        key_ok = valid.unfold(0, kh, th).unfold(1, kw, tw).reshape(-1, kh * kw)
-        query_ok = valid_map(h, w, hp, wp, device)
-        query_ok = window_partition(query_ok, th, tw)[..., 0]  # (nTiles, Lq)
-
-        def near(t: int, k: int, halo: int) -> Tensor:
-            offset = (
-                torch.arange(k, device=device)[None]
-                - halo
-                - torch.arange(t, device=device)[:, None]
-            )
-            return offset.abs() <= r
-
-        close = near(th, kh, rh)[:, None, :, None] & near(tw, kw, rw)[None, :, None, :]
-        close = close.reshape(th * tw, kh * kw)
-        key_ok = key_ok[:, None, :]
-        # padded queries (cropped later) attend the tile's real keys: no empty rows
-        return torch.where(query_ok[:, :, None], close & key_ok, key_ok)
+        return tiles(h, w, self.kernel_att)
 
     # -- attention paths ------------------------------------------------------------------
 
@@ -155,7 +170,7 @@ class ACmix(AttentionBase):
         # q·pos(c_j - c_i) = q·pos(c_j) - q·pos(c_i): the second term is constant per query
         # and cancels in the softmax, so the position term is a key offset.
         k = k + self.pos(grid_coords(kh, kw, qkv) / self.pos_unit)
-        mask = self._halo_mask(h, w, qkv.device)
+        mask = halo_mask(h, w, self.kernel_att, qkv.device)
         n_tiles = mask.shape[0]
         mask = mask[None].expand(b, -1, -1, -1).reshape(b * n_tiles, 1, th * tw, kh * kw)
         out = attend(
@@ -241,7 +256,23 @@ class ACmix(AttentionBase):
         if self.att == "window":
             wh, ww = min(self.kernel_att, h), min(self.kernel_att, w)
             keys, padded = wh * ww, round_up(h, wh) * round_up(w, ww)
+        elif self.reference:  # unfold of k_att² neighbours; the position term per neighbour
+            keys = self.kernel_att**2
+            return total + 3 * n * keys * c + 2 * keys * d
         else:
             th, tw, hp, wp, rh, rw = self._tiles(h, w)
             keys, padded = (th + 2 * rh) * (tw + 2 * rw), hp * wp
         return total + 2 * padded * keys * c + 2 * keys * d
+
+    def useful_macs(self, h: int, w: int) -> int:
+        """Only the in-map keys each real query may see: its k_att x k_att neighbourhood
+        (sliding) or the real pixels of its window; halo tiles and padding left out."""
+        c = self.dim
+        if self.att == "window":
+            wh, ww = min(self.kernel_att, h), min(self.kernel_att, w)
+            keys, padded = wh * ww, round_up(h, wh) * round_up(w, ww)
+            return self.macs(h, w) - 2 * (padded - h * w) * keys * c
+        th, tw, hp, wp, rh, rw = self._tiles(h, w)
+        computed = 2 * hp * wp * (th + 2 * rh) * (tw + 2 * rw) * c
+        r = self.kernel_att // 2
+        return self.macs(h, w) - computed + 2 * _neighbours(h, r) * _neighbours(w, r) * c

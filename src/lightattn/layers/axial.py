@@ -70,4 +70,5 @@ class AxialAttention(AttentionBase):
 
     def macs(self, h: int, w: int) -> int:
         n, c = h * w, self.dim
-        return 4 * n * c * c + 2 * n * (h + w) * c
+        keys = n if self.reference else h + w  # the reference path masks an N x N matrix
+        return 4 * n * c * c + 2 * n * keys * c

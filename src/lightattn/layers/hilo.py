@@ -159,3 +159,9 @@ class HiLoAttention(AttentionBase):
         hifi = 3 * n * c * ch + 2 * padded * wh * ww * ch + n * ch * ch
         lofi = n * c * cl + 2 * pooled * c * cl + 2 * n * pooled * cl + n * cl * cl
         return hifi + lofi
+
+    def useful_macs(self, h: int, w: int) -> int:
+        """Padded Hi-Fi window positions left out: their query rows."""
+        wh, ww = window_dims(h, w, self.window_size)
+        padded = round_up(h, wh) * round_up(w, ww)
+        return self.macs(h, w) - 2 * (padded - h * w) * wh * ww * self.hifi_dim

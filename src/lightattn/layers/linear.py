@@ -72,4 +72,6 @@ class LinearAttention(AttentionBase):
 
     def macs(self, h: int, w: int) -> int:
         n, c = h * w, self.dim
+        if self.reference:  # the row-normalised N x N matrix
+            return 4 * n * c * c + 2 * n * n * c
         return 4 * n * c * c + 2 * n * self.head_dim * c + n * c

@@ -115,3 +115,10 @@ class PositionAttention(AttentionBase):
         n, c, cq = h * w, self.dim, self.qk_dim
         logits_width = cq if self.reference else c  # the fast path pads q and k to C
         return n * c * (2 * cq + c) + n * n * (logits_width + c)
+
+    def useful_macs(self, h: int, w: int) -> int:
+        """The zero channels the fast path pads q and k with are left out."""
+        if self.inner is not None:
+            return self.inner.useful_macs(h, w)
+        n, c, cq = h * w, self.dim, self.qk_dim
+        return n * c * (2 * cq + c) + n * n * (cq + c)
