@@ -121,8 +121,8 @@ class WindowAttention(AttentionBase):
         qkv = to_blocks(self.qkv(x), layout) if layout.padded else self.qkv(to_blocks(x, layout))
         out = block_attention(
             qkv, layout, self.num_heads, scale=self.scale,
-            bias=self._bias(*layout.block, x.device), key_valid=key_padding_mask, dropout_p=self.attn_dropout_p,
-            reference=self.reference,
+            bias=self._bias(*layout.block, x.device), key_valid=key_padding_mask,
+            dropout_p=self.attn_dropout_p, reference=self.reference,
         )  # fmt: skip
         return self.proj_drop(self.proj(from_blocks(out, layout)))
 
