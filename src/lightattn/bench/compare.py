@@ -1,8 +1,10 @@
-"""Compare a run with an earlier results.json: time ratio new/old per (mechanism, size)."""
+"""Compare a run with an earlier results.json: time ratio new/old per (mechanism, size), and
+the noise-aware rule of --fail-if-slower."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -10,8 +12,18 @@ from .machine import BenchError
 from .results import Row
 
 COMPARED_SETTINGS = (
-    "dim", "heads", "batch", "dtype", "device", "mode", "compile", "kwargs", "threads"
+    "dim", "heads", "batch", "dtype", "device", "mode", "compile", "layout", "kwargs",
+    "threads",
 )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class OldTime:
+    """An earlier run's median of one case and the slowest of its runs (the median when the
+    file does not have it)."""
+
+    median: float
+    slowest: float
 
 
 def load_results(path: str | Path) -> dict[str, Any]:
@@ -33,8 +45,8 @@ def load_results(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def old_times(old: dict[str, Any]) -> dict[tuple[str, int, int], float]:
-    """(mechanism, H, W) -> median ms of the earlier run's measured rows."""
+def old_times(old: dict[str, Any]) -> dict[tuple[str, int, int], OldTime]:
+    """(mechanism, H, W) -> the earlier run's times of its measured rows."""
     out = {}
     for r in old["rows"]:
         try:
@@ -42,19 +54,24 @@ def old_times(old: dict[str, Any]) -> dict[tuple[str, int, int], float]:
             t = r.get("time_ms")
         except (KeyError, TypeError, ValueError):
             continue
-        if isinstance(t, (int, float)) and t > 0:
-            out[key] = float(t)
+        if is_positive(t):
+            high = r.get("max_ms")
+            out[key] = OldTime(float(t), float(high if is_positive(high) and high >= t else t))
     return out
 
 
+def is_positive(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
+
+
 def apply_compare(rows: list[Row], old: dict[str, Any]) -> int:
-    """Set each row's compare_ratio (new time / old time); the number of rows compared."""
+    """Set each row's compare_ratio (new median / old median); the number of rows compared."""
     times = old_times(old)
     count = 0
     for r in rows:
         t_old = times.get((r.mechanism, r.h, r.w))
         if t_old and r.time_ms:
-            r.compare_ratio = r.time_ms / t_old
+            r.compare_ratio = r.time_ms / t_old.median
             count += 1
     return count
 
@@ -80,6 +97,21 @@ def lost_cases(rows: list[Row], old: dict[str, Any]) -> list[Row]:
     return [r for r in rows if r.status != "ok" and (r.mechanism, r.h, r.w) in times]
 
 
-def slower_than(rows: list[Row], pct: float) -> list[Row]:
-    """Rows whose time grew by more than `pct` percent."""
-    return [r for r in rows if r.compare_ratio is not None and r.compare_ratio > 1 + pct / 100]
+def slower_than(rows: list[Row], old: dict[str, Any], pct: float) -> list[Row]:
+    """Rows that are slower beyond the noise of both runs: the new median exceeds the old
+    median by more than `pct` percent and the old run's slowest time, and the new run's
+    fastest time exceeds the old median (a few slow runs alone do not count)."""
+    times = old_times(old)
+    out = []
+    for r in rows:
+        t_old = times.get((r.mechanism, r.h, r.w))
+        if t_old is None or not r.time_ms:
+            continue
+        fastest = r.min_ms if r.min_ms is not None else r.time_ms
+        if (
+            r.time_ms > t_old.median * (1 + pct / 100)
+            and r.time_ms > t_old.slowest
+            and fastest > t_old.median
+        ):
+            out.append(r)
+    return out

@@ -10,13 +10,15 @@ from typing import Any
 
 import torch
 
-from .measure import Timing, time_calls, timed_call
+from .measure import Timer, Timing, cuda_event_timer, time_calls, wall_timer
 
 DTYPES: dict[str, torch.dtype] = {
     "fp32": torch.float32,
     "bf16": torch.bfloat16,
     "fp16": torch.float16,
 }
+# a GPU GEMM this large is bound by arithmetic, not by kernel launches
+CUDA_GEMM_SIZE = 4096
 
 
 class BenchError(ValueError):
@@ -56,11 +58,14 @@ def probe_dtype(dtype: torch.dtype, device: torch.device) -> bool:
     return bool(torch.isfinite(torch.softmax(a @ a, dim=-1).float()).all())
 
 
-def synchronizer(device: torch.device) -> Callable[[], None]:
-    """A function that waits for the device's queued work (a no-op on CPU)."""
+def make_timer(device: torch.device) -> Timer:
+    """CUDA events around each call on a GPU (the device's own clock); the wall clock on
+    the CPU."""
     if device.type == "cuda":
-        return torch.cuda.synchronize
-    return lambda: None
+        return cuda_event_timer(
+            lambda: torch.cuda.Event(enable_timing=True), torch.cuda.synchronize
+        )
+    return wall_timer()
 
 
 def cpu_model() -> str:
@@ -105,23 +110,36 @@ def machine_info(device: torch.device, dtype_name: str) -> dict[str, Any]:
 
 
 def gemm_rate(
-    device: torch.device, dtype: torch.dtype, max_size: int = 1024, min_time: float = 0.3
+    device: torch.device,
+    dtype: torch.dtype,
+    timer: Timer,
+    max_size: int = 1024,
+    min_time: float = 0.3,
 ) -> tuple[float, int, Timing]:
-    """FLOP/s of a square matmul on this machine (median): the largest of 256, 512, ...,
-    `max_size` whose one call takes about 0.1 s or less (a dtype without fast kernels, such
-    as bf16 on many CPUs, gets a smaller size). Returns (FLOP/s, size, timing)."""
-    size = 256
+    """FLOP/s of a square matmul on this machine (median). On a GPU: 4096³, enough work per
+    call not to be bound by kernel launches, timed at least 10 times. On a CPU: the largest
+    of 256, 512, ..., `max_size` whose one call takes about 0.1 s or less (a dtype without
+    fast kernels, such as bf16 on many CPUs, gets a smaller size). Returns (FLOP/s, size,
+    timing)."""
     with torch.inference_mode():
-        small = gemm_call(device, dtype, size)
-        small()
-        t = timed_call(small, synchronizer(device))
-        while size < max_size and t * 8 <= 0.1:
-            size, t = size * 2, t * 8
-        timing = time_calls(
-            gemm_call(device, dtype, size), min_time=min_time, min_runs=5,
-            sync=synchronizer(device),
-        )  # fmt: skip
+        if device.type == "cuda":
+            size, min_runs = CUDA_GEMM_SIZE, 10
+        else:
+            size, min_runs = cpu_gemm_size(device, dtype, timer, max_size), 5
+        call = gemm_call(device, dtype, size)
+        timing = time_calls(call, min_time=min_time, min_runs=min_runs, timer=timer)
     return 2 * size**3 / timing.median, size, timing
+
+
+def cpu_gemm_size(device: torch.device, dtype: torch.dtype, timer: Timer, max_size: int) -> int:
+    """The largest of 256, 512, ..., max_size whose one call takes about 0.1 s or less."""
+    size = 256
+    small = gemm_call(device, dtype, size)
+    small()
+    t = timer(small)
+    while size < max_size and t * 8 <= 0.1:
+        size, t = size * 2, t * 8
+    return size
 
 
 def gemm_call(device: torch.device, dtype: torch.dtype, size: int) -> Callable[[], object]:

@@ -1,4 +1,5 @@
-"""Wall-clock timing: warm-up, then repeated calls until a minimum time; median and IQR."""
+"""Timing: a timer per device (wall clock, or CUDA events), warm-up, then repeated calls
+until a minimum number of runs and a minimum time; median, min, max and quartiles."""
 
 from __future__ import annotations
 
@@ -8,6 +9,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
+
+# seconds taken by one call of a function
+Timer = Callable[[Callable[[], object]], float]
 
 
 @dataclass(frozen=True)
@@ -24,6 +28,10 @@ class Timing:
     @property
     def best(self) -> float:
         return float(min(self.times))
+
+    @property
+    def worst(self) -> float:
+        return float(max(self.times))
 
     @property
     def median(self) -> float:
@@ -59,23 +67,46 @@ def check_too_slow(seconds: float, max_seconds: float, min_runs: int) -> None:
         raise TooSlow(seconds, max_seconds, min_runs)
 
 
-def timed_call(fn: Callable[[], object], sync: Callable[[], None]) -> float:
-    """Seconds taken by one call of fn, the device synchronised before and after."""
-    sync()
-    start = time.perf_counter()
-    fn()
-    sync()
-    return time.perf_counter() - start
+def wall_timer(
+    sync: Callable[[], None] = lambda: None, clock: Callable[[], float] = time.perf_counter
+) -> Timer:
+    """Times a call with `clock` (seconds), the device synchronised before and after."""
+
+    def timed(fn: Callable[[], object]) -> float:
+        sync()
+        start = clock()
+        fn()
+        sync()
+        return clock() - start
+
+    return timed
+
+
+def cuda_event_timer(event: Callable[[], object], sync: Callable[[], None]) -> Timer:
+    """Times a call on the GPU's own clock: an event recorded before and one after the call
+    on the current stream (`event()` makes one, e.g. torch.cuda.Event(enable_timing=True)),
+    so host-side scheduling outside the call is not counted."""
+
+    def timed(fn: Callable[[], object]) -> float:
+        start, end = event(), event()
+        sync()
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end) / 1e3  # elapsed_time is in ms
+
+    return timed
 
 
 def time_calls(
     fn: Callable[[], object],
     *,
     min_time: float,
-    min_runs: int = 3,
+    min_runs: int = 7,
     max_runs: int = 10_000,
     max_seconds: float = math.inf,
-    sync: Callable[[], None] = lambda: None,
+    timer: Timer | None = None,
     warmed: list[float] | None = None,
     max_warmups: int = 2,
 ) -> Timing:
@@ -83,15 +114,16 @@ def time_calls(
     least `min_runs` runs and `min_time` seconds. `warmed`: seconds of untimed calls already
     made (they count as warm-up). Raises TooSlow when the last warm-up shows that `min_runs`
     runs would take longer than `max_seconds`."""
+    timer = timer or wall_timer()
     warmup = list(warmed or [])
     if not warmup:
-        warmup.append(timed_call(fn, sync))
+        warmup.append(timer(fn))
     check_too_slow(warmup[-1], max_seconds, min_runs)
     while len(warmup) < max_warmups and warmup[-1] < 0.05:
-        warmup.append(timed_call(fn, sync))
+        warmup.append(timer(fn))
     times: list[float] = []
     while len(times) < max_runs:
-        times.append(timed_call(fn, sync))
+        times.append(timer(fn))
         if len(times) >= min_runs and sum(times) >= min(min_time, max_seconds):
             break
     return Timing(times, warmup)

@@ -4,32 +4,61 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
 from .results import BASELINE, BenchResult, Row
 
-# (header, function of a row -> text, right-aligned)
-COLUMNS: list[tuple[str, Any, bool]] = [
-    ("mechanism", lambda r: r.mechanism, False),
-    ("size", lambda r: r.size, False),
-    ("params", lambda r: fmt_count(r.params), True),
-    ("GMACs", lambda r: fmt_num(r.macs / 1e9 if r.macs else None), True),
-    ("ms", lambda r: fmt_num(r.time_ms), True),
-    ("±IQR", lambda r: fmt_num(r.iqr_ms), True),
-    ("img/s", lambda r: fmt_num(r.images_per_s), True),
-    ("GFLOP/s", lambda r: fmt_num(r.gflops), True),
-    ("%GEMM", lambda r: fmt_pct(r.gemm_fraction), True),
-    ("peak MB", lambda r: fmt_num(r.peak_mem_bytes / 1e6 if r.peak_mem_bytes else None), True),
-    ("ref ms", lambda r: fmt_num(r.ref_time_ms), True),
-    ("ref/fast", lambda r: fmt_ratio(r.ref_speedup), True),
-    (f"vs {BASELINE}", lambda r: fmt_ratio(r.vs_baseline), True),
+
+@dataclass(frozen=True)
+class Column:
+    """A table column: header, the cell text of a row, numeric (right-aligned, never
+    wrapped) or text, and whether the compact (default) table shows it."""
+
+    header: str
+    cell: Callable[[Row], str]
+    numeric: bool = True
+    compact: bool = True
+
+
+def mb(value: int | None) -> float | None:
+    return value / 1e6 if value else None
+
+
+def giga(value: int | None) -> float | None:
+    return value / 1e9 if value else None
+
+
+COLUMNS: list[Column] = [
+    Column("mechanism", lambda r: r.mechanism, numeric=False),
+    Column("size", lambda r: r.size, numeric=False),
+    Column("params", lambda r: fmt_count(r.params), compact=False),
+    Column("GMACs", lambda r: fmt_num(giga(r.useful_macs))),
+    Column("computed GMACs", lambda r: fmt_num(giga(r.macs)), compact=False),
+    Column("ms", lambda r: fmt_num(r.time_ms)),
+    Column("min", lambda r: fmt_num(r.min_ms)),
+    Column("max", lambda r: fmt_num(r.max_ms)),
+    Column("±IQR", lambda r: fmt_num(r.iqr_ms), compact=False),
+    Column("runs", lambda r: str(r.runs) if r.runs else "", compact=False),
+    Column("img/s", lambda r: fmt_num(r.images_per_s)),
+    Column("GFLOP/s", lambda r: fmt_num(r.gflops), compact=False),
+    Column("computed GFLOP/s", lambda r: fmt_num(r.computed_gflops), compact=False),
+    Column("%GEMM", lambda r: fmt_pct(r.gemm_fraction)),
+    Column("peak MB", lambda r: fmt_num(mb(r.peak_mem_bytes))),
+    Column("ref ms", lambda r: fmt_num(r.ref_time_ms), compact=False),
+    Column("ref min", lambda r: fmt_num(r.ref_min_ms), compact=False),
+    Column("ref max", lambda r: fmt_num(r.ref_max_ms), compact=False),
+    Column("ref peak MB", lambda r: fmt_num(mb(r.ref_peak_mem_bytes)), compact=False),
+    Column("ref/fast", lambda r: fmt_ratio(r.ref_speedup)),
+    Column(f"vs {BASELINE}", lambda r: fmt_ratio(r.vs_baseline)),
 ]
-COMPARE_COLUMN = ("new/old", lambda r: fmt_ratio(r.compare_ratio), True)
-NOTE_COLUMN = ("note", lambda r: r.note, False)
+COMPARE_COLUMN = Column("new/old", lambda r: fmt_ratio(r.compare_ratio))
 
 
 def fmt_num(value: float | None) -> str:
@@ -61,16 +90,30 @@ def fmt_ratio(value: float | None) -> str:
     return "" if value is None else f"{value:.2f}×"
 
 
-def columns(rows: list[Row]) -> list[tuple[str, Any, bool]]:
-    """The table's columns: new/old only when a comparison was made."""
-    cols = list(COLUMNS)
+def columns(rows: list[Row], wide: bool = False) -> list[Column]:
+    """The table's columns (all with `wide`, else the compact set); new/old only when a
+    comparison was made. The note column is added by the callers."""
+    cols = [c for c in COLUMNS if wide or c.compact]
     if any(r.compare_ratio is not None for r in rows):
         cols.append(COMPARE_COLUMN)
-    return [*cols, NOTE_COLUMN]
+    return cols
+
+
+def footnotes(rows: list[Row]) -> dict[str, int]:
+    """Each distinct note -> its footnote number, in the order of the rows."""
+    numbers: dict[str, int] = {}
+    for r in rows:
+        if r.note and r.note not in numbers:
+            numbers[r.note] = len(numbers) + 1
+    return numbers
+
+
+def footnote_lines(notes: dict[str, int]) -> list[str]:
+    return [f"[{number}] {note}" for note, number in notes.items()]
 
 
 def header_lines(result: BenchResult) -> list[str]:
-    """Two lines describing the machine, the settings and the GEMM rate."""
+    """Lines describing the machine, the settings, the GEMM rate and the columns."""
     m, c, g = result.machine, result.config, result.gemm
     rates = [
         f"{d} {g[d + '_gflops']:.1f} GFLOP/s ({g[d + '_size']}³)"
@@ -78,44 +121,63 @@ def header_lines(result: BenchResult) -> list[str]:
     ]
     rate = "GEMM " + ", ".join(rates) + " (median, best of start/end)"
     where = m.get("gpu") or m["cpu"]
+    heads = f"{c['heads']} heads" + (" (default: dim // 32)" if c.get("heads_default") else "")
     return [
         f"{where}, {m['usable_cores']} cores, {m['threads']} torch threads, "
         f"torch {m['torch']}, {m['device']}, {m['dtype']}; {rate}",
-        f"C={c['dim']}, {c['heads']} heads, batch {c['batch']}, {c['mode']}"
-        f"{', torch.compile' if c['compile'] else ''}; {m['date']}; "
-        f"wall {result.wall_seconds:.1f} s",
+        f"C={c['dim']}, {heads}, batch {c['batch']}, {c['mode']}, "
+        f"layout {c.get('layout', 'nchw')}{', torch.compile' if c['compile'] else ''}; "
+        f"{m['date']}; wall {result.wall_seconds:.1f} s",
+        f"ms: one call on the whole batch, median of at least {c['min_runs']} runs and "
+        f"{c['min_time']:g} s; min/max: fastest/slowest run; GMACs, GFLOP/s, %GEMM: useful MACs",
     ]
 
 
-def rich_table(result: BenchResult) -> Table:
-    """The terminal table, one section per size."""
-    table = Table(title="lightattn bench", caption="\n".join(header_lines(result)))
-    cols = columns(result.rows)
-    for name, _, right in cols:
-        table.add_column(name, justify="right" if right else "left", overflow="fold")
+def rich_table(result: BenchResult, wide: bool = False) -> Table:
+    """The terminal table, one section per size; numbers never wrap, notes are footnote
+    numbers."""
+    table = Table(
+        title="lightattn bench", caption="\n".join(header_lines(result)), caption_justify="left",
+        box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True,
+    )  # fmt: skip
+    cols = columns(result.rows, wide)
+    for col in cols:
+        table.add_column(
+            col.header, justify="right" if col.numeric else "left", no_wrap=col.numeric
+        )
+    table.add_column("note", justify="right", no_wrap=True)
+    notes = footnotes(result.rows)
     size = None
     for r in result.rows:
         if size is not None and r.size != size:
             table.add_section()
         size = r.size
         style = "dim" if r.status != "ok" else None
-        table.add_row(*(fn(r) for _, fn, _ in cols), style=style)
+        mark = f"[{notes[r.note]}]" if r.note else ""
+        table.add_row(*(col.cell(r) for col in cols), mark, style=style)
     return table
 
 
-def print_table(result: BenchResult, console: Console) -> None:
-    console.print(rich_table(result))
+def print_table(result: BenchResult, console: Console, wide: bool = False) -> None:
+    """The table, then its footnotes."""
+    console.print(rich_table(result, wide))
+    for line in footnote_lines(footnotes(result.rows)):
+        console.print(line, highlight=False, markup=False)
 
 
-def markdown(result: BenchResult) -> str:
-    """A GitHub-markdown summary: machine line, settings line and the table."""
-    cols = columns(result.rows)
+def markdown(result: BenchResult, wide: bool = False) -> str:
+    """A GitHub-markdown summary: the header lines, the table and its footnotes."""
+    cols = columns(result.rows, wide)
+    notes = footnotes(result.rows)
     lines = [f"- {line}" for line in header_lines(result)]
-    lines += ["", "| " + " | ".join(c[0] for c in cols) + " |"]
-    lines.append("|" + "|".join("---:" if c[2] else "---" for c in cols) + "|")
+    lines += ["", "| " + " | ".join([*(c.header for c in cols), "note"]) + " |"]
+    lines.append("|" + "|".join("---:" if c.numeric else "---" for c in cols) + "|---|")
     for r in result.rows:
-        cells = [str(fn(r)).replace("|", "\\|") for _, fn, _ in cols]
+        mark = f"[{notes[r.note]}]" if r.note else ""
+        cells = [str(c.cell(r)).replace("|", "\\|") for c in cols] + [mark]
         lines.append("| " + " | ".join(cells) + " |")
+    if notes:
+        lines += [""] + [f"{line}  " for line in footnote_lines(notes)]
     return "\n".join(lines) + "\n"
 
 
@@ -139,13 +201,14 @@ def to_json(result: BenchResult) -> str:
     return json.dumps(result.as_dict(), indent=2, default=str, allow_nan=False)
 
 
-def write_outputs(result: BenchResult, out: Path) -> list[Path]:
-    """results.csv, results.json, results.md and the plots in `out`; the paths written."""
+def write_outputs(result: BenchResult, out: Path, wide: bool = False) -> list[Path]:
+    """results.csv, results.json, results.md (the compact or, with `wide`, the full table)
+    and the plots in `out`; the paths written."""
     from .plots import write_plots
 
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / "results.csv", out / "results.json", out / "results.md"]
     write_csv(result, paths[0])
     paths[1].write_text(to_json(result) + "\n", encoding="utf-8")
-    paths[2].write_text(markdown(result), encoding="utf-8")
+    paths[2].write_text(markdown(result, wide), encoding="utf-8")
     return paths + write_plots(result, out)

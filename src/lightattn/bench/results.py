@@ -8,10 +8,28 @@ from typing import Any
 
 import torch
 
+from lightattn.layers._checks import default_heads
+
 from .measure import Timing
 
 BASELINE = "mhsa"
 DEFAULT_SIZES = [(14, 14), (28, 28), (56, 56), (112, 112)]
+LAYOUTS = ("nchw", "channels_last", "tokens")
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A benchmark row built from a registered mechanism with constructor arguments of its
+    own (`--kwargs LABEL:key=value` adds to them)."""
+
+    attention: str
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+def default_variants() -> dict[str, Variant]:
+    """Rows the default run adds to the registered mechanisms: Swin's shifted windows, what
+    every other block of a Swin backbone pays."""
+    return {"window+shift": Variant("window", {"shift": True})}
 
 
 @dataclass
@@ -21,25 +39,39 @@ class BenchConfig:
     attn: list[str] = field(default_factory=list)
     sizes: list[tuple[int, int]] = field(default_factory=lambda: list(DEFAULT_SIZES))
     dim: int = 64
-    heads: int = 2
+    heads: int | None = None  # None: the library default, dim // 32 (or 1)
     batch: int = 8
     dtype: str = "fp32"
     device: str = "cpu"
     backward: bool = False
     compile: bool = False
+    layout: str = "nchw"
+    variants: dict[str, Variant] = field(default_factory=default_variants)
     kwargs: dict[str, dict[str, Any]] = field(default_factory=dict)
     min_time: float = 0.25
-    min_runs: int = 3
+    min_runs: int = 7
     reference: bool = True
-    max_case_seconds: float = 20.0
+    max_case_seconds: float = 40.0
     max_memory_gb: float = 4.0
-    time_budget: float = 160.0
+    time_budget: float = 300.0
     threads: int | None = None
     seed: int = 0
 
     @property
     def mode(self) -> str:
         return "forward+backward" if self.backward else "forward"
+
+    @property
+    def resolved_heads(self) -> int:
+        """The heads every mechanism is built with (the library default when None)."""
+        return self.heads if self.heads is not None else default_heads(self.dim)
+
+    def attention_of(self, label: str) -> tuple[str, dict[str, Any]]:
+        """The registered name and constructor arguments of a row label (a registered
+        name, or a variant's label)."""
+        variant = self.variants.get(label)
+        base, kwargs = (variant.attention, variant.kwargs) if variant else (label, {})
+        return base, {**kwargs, **self.kwargs.get(label, {})}
 
     @property
     def flops_per_mac(self) -> float:
@@ -49,7 +81,10 @@ class BenchConfig:
 
 @dataclass
 class Row:
-    """One (mechanism, size) case. Times in ms per call (the whole batch), memory in bytes."""
+    """One (mechanism, size) case. Times in ms per call (the whole batch), memory in bytes.
+    `mechanism` is the row's label: the registered name `attention`, or a variant's label.
+    `macs` is what the module computes (padding included), `useful_macs` what its math needs;
+    GFLOP/s and %GEMM are from the useful ones."""
 
     mechanism: str
     settings: dict[str, Any]
@@ -65,18 +100,27 @@ class Row:
     compiled: bool
     params: int
     macs: int | None
+    useful_macs: int | None = None
+    attention: str = ""
+    layout: str = "nchw"
     status: str = "ok"
     note: str = ""
     time_ms: float | None = None
+    min_ms: float | None = None
+    max_ms: float | None = None
     q1_ms: float | None = None
     q3_ms: float | None = None
     iqr_ms: float | None = None
     runs: int = 0
     images_per_s: float | None = None
     gflops: float | None = None
+    computed_gflops: float | None = None
     gemm_fraction: float | None = None
     peak_mem_bytes: int | None = None
+    ref_macs: int | None = None
     ref_time_ms: float | None = None
+    ref_min_ms: float | None = None
+    ref_max_ms: float | None = None
     ref_iqr_ms: float | None = None
     ref_runs: int = 0
     ref_peak_mem_bytes: int | None = None
@@ -130,21 +174,17 @@ def fill_row(row: Row, fast: PathResult, ref: PathResult | None, config: BenchCo
     """Put the two paths' measurements and the derived rates into the row."""
     notes = []
     if fast.timing is not None:
-        t = fast.timing
-        row.time_ms, row.q1_ms, row.q3_ms = t.median * 1e3, t.q1 * 1e3, t.q3 * 1e3
-        row.iqr_ms, row.runs = t.iqr * 1e3, t.runs
-        row.images_per_s = row.batch / t.median
-        row.peak_mem_bytes = fast.mem_bytes
-        if row.macs:
-            row.gflops = config.flops_per_mac * row.macs / t.median / 1e9
+        fill_fast(row, fast, config)
         if fast.compile_seconds is not None:
             notes.append(f"compile {fast.compile_seconds:.1f} s")
     else:
         row.status = "skipped" if fast.skipped else "error"
         notes.append(fast.skipped or fast.error or "")
     if ref is not None and ref.timing is not None:
-        row.ref_time_ms, row.ref_iqr_ms = ref.timing.median * 1e3, ref.timing.iqr * 1e3
-        row.ref_runs, row.ref_peak_mem_bytes = ref.timing.runs, ref.mem_bytes
+        t = ref.timing
+        row.ref_time_ms, row.ref_iqr_ms = t.median * 1e3, t.iqr * 1e3
+        row.ref_min_ms, row.ref_max_ms = t.best * 1e3, t.worst * 1e3
+        row.ref_runs, row.ref_peak_mem_bytes = t.runs, ref.mem_bytes
         if row.time_ms:
             row.ref_speedup = row.ref_time_ms / row.time_ms
     elif ref is not None:
@@ -153,6 +193,19 @@ def fill_row(row: Row, fast: PathResult, ref: PathResult | None, config: BenchCo
     else:
         notes.append("reference not run (--no-reference)")
     row.note = "; ".join(n for n in notes if n)
+
+
+def fill_fast(row: Row, fast: PathResult, config: BenchConfig) -> None:
+    """The fast path's times and the rates derived from them."""
+    t = fast.timing
+    row.time_ms, row.min_ms, row.max_ms = t.median * 1e3, t.best * 1e3, t.worst * 1e3
+    row.q1_ms, row.q3_ms, row.iqr_ms, row.runs = t.q1 * 1e3, t.q3 * 1e3, t.iqr * 1e3, t.runs
+    row.images_per_s = row.batch / t.median
+    row.peak_mem_bytes = fast.mem_bytes
+    if row.useful_macs:
+        row.gflops = config.flops_per_mac * row.useful_macs / t.median / 1e9
+    if row.macs:
+        row.computed_gflops = config.flops_per_mac * row.macs / t.median / 1e9
 
 
 def add_baseline_ratios(rows: list[Row]) -> None:
@@ -175,5 +228,7 @@ def config_dict(config: BenchConfig) -> dict[str, Any]:
     out = asdict(config)
     out["sizes"] = [f"{h}x{w}" for h, w in config.sizes]
     out["mode"] = config.mode
+    out["heads"] = config.resolved_heads
+    out["heads_default"] = config.heads is None
     out["threads"] = config.threads or torch.get_num_threads()
     return out

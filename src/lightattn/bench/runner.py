@@ -22,12 +22,13 @@ from .machine import (
     check_dtype,
     gemm_rate,
     machine_info,
-    synchronizer,
+    make_timer,
 )
-from .measure import TooSlow, check_too_slow, time_calls, timed_call
+from .measure import Timer, TooSlow, check_too_slow, time_calls
 from .memory import peak_memory
 from .results import (
     BASELINE,
+    LAYOUTS,
     BenchConfig,
     BenchResult,
     PathResult,
@@ -43,32 +44,67 @@ GEMM_SIZE = 1024
 
 
 def mechanism_names(config: BenchConfig) -> list[str]:
-    """The mechanisms to run: the baseline first, then the others in the given order."""
-    names = config.attn or lightattn.list_attention()
+    """The row labels to run: the baseline first, then the others in the given order
+    (default: every registered mechanism, then the variants of registered ones)."""
+    registered = lightattn.list_attention()
+    names = config.attn or [
+        *registered,
+        *(label for label, v in config.variants.items() if v.attention in registered),
+    ]
     rest = [n for n in dict.fromkeys(names) if n != BASELINE]
-    if BASELINE in lightattn.list_attention():
+    if BASELINE in registered:
         return [BASELINE, *rest]
     return rest
 
 
-def build_modules(config: BenchConfig, device: torch.device, dtype: torch.dtype):
-    """name -> module in the benchmark's dtype, device and mode; BenchError for bad settings
-    and for any error raised while building one (e.g. a huge allocation)."""
+def check_labels(config: BenchConfig) -> None:
+    """BenchError for a variant that shadows or names no registered mechanism, and for
+    --kwargs of a label that is not run."""
+    registered = lightattn.list_attention()
+    for label, variant in config.variants.items():
+        if label in registered:
+            raise BenchError(f"variant {label!r} has the name of a registered mechanism")
+        if variant.attention not in registered:
+            raise BenchError(f"variant {label!r}: {variant.attention!r} is not registered")
+    names = mechanism_names(config)
     for name in config.kwargs:
-        if name not in mechanism_names(config):
+        if name not in names:
             raise BenchError(f"--kwargs given for {name!r}, which is not benchmarked")
+
+
+def build_modules(
+    config: BenchConfig, device: torch.device, dtype: torch.dtype
+) -> dict[str, nn.Module]:
+    """label -> module in the benchmark's dtype, device and mode; BenchError for bad settings
+    and for any error raised while building one (e.g. a huge allocation)."""
+    check_labels(config)
     modules: dict[str, nn.Module] = {}
-    for name in mechanism_names(config):
+    for label in mechanism_names(config):
+        name, kwargs = config.attention_of(label)
         torch.manual_seed(config.seed)
         try:
-            module = lightattn.create_attention(
-                name, config.dim, config.heads, **config.kwargs.get(name, {})
-            )
+            module = lightattn.create_attention(name, config.dim, config.heads, **kwargs)
             module.to(device=device, dtype=dtype).train(config.backward)
         except Exception as err:  # noqa: BLE001 - any build failure is a bad setting
-            raise BenchError(f"cannot build {name!r}: {first_line(err)}") from None
-        modules[name] = module
+            raise BenchError(f"cannot build {label!r}: {first_line(err)}") from None
+        modules[label] = module
     return modules
+
+
+def unwrap(module: nn.Module) -> nn.Module:
+    """The eager module behind a torch.compile wrapper."""
+    return getattr(module, "_orig_mod", module)
+
+
+def training_only_note(module: nn.Module) -> str | None:
+    """A note for a module that runs work only in training mode (castling's auxiliary
+    N×N softmax branch): its time and MACs include that work."""
+    if not module.training or not getattr(module, "has_aux", False):
+        return None
+    weight = float(module.aux_weight)
+    if weight <= 0:
+        return None
+    return f"incl. training-only aux branch (aux_weight={weight:g}, O(N²))"
 
 
 def first_line(err: BaseException, limit: int = 160) -> str:
@@ -79,13 +115,17 @@ def first_line(err: BaseException, limit: int = 160) -> str:
     return out if len(out) <= limit else out[: limit - 1] + "…"
 
 
-def make_call(module: nn.Module, x: torch.Tensor, backward: bool) -> Callable[[], object]:
-    """One benchmarked call: forward under inference mode, or forward + backward of sum()."""
+def make_call(
+    module: nn.Module, x: torch.Tensor, backward: bool, hw: tuple[int, int] | None = None
+) -> Callable[[], object]:
+    """One benchmarked call: forward under inference mode, or forward + backward of sum().
+    `hw` goes with a (B, N, C) token input."""
+    args = (x,) if hw is None else (x, hw)
     if not backward:
 
         def forward() -> object:
             with torch.inference_mode():
-                return module(x)
+                return module(*args)
 
         return forward
     params = [p for p in module.parameters() if p.requires_grad]
@@ -93,22 +133,39 @@ def make_call(module: nn.Module, x: torch.Tensor, backward: bool) -> Callable[[]
     def forward_backward() -> None:
         for p in params:
             p.grad = None
-        module(x).sum().backward()
+        module(*args).sum().backward()
 
     return forward_backward
+
+
+def make_input(
+    config: BenchConfig, batch: int, h: int, w: int, device: torch.device, dtype: torch.dtype
+) -> tuple[torch.Tensor, tuple[int, int] | None]:
+    """A random input in the configured layout and the hw to pass with it (tokens only)."""
+    gen = torch.Generator().manual_seed(config.seed)
+    x = torch.randn(batch, config.dim, h, w, generator=gen).to(device=device, dtype=dtype)
+    if config.layout == "tokens":
+        return x.flatten(2).transpose(1, 2).contiguous(), (h, w)
+    if config.layout == "channels_last":
+        return x.contiguous(memory_format=torch.channels_last), None
+    return x, None
 
 
 class Runner:
     """Measures cases one by one, remembering each (mechanism, path)'s history for the
     skip rule."""
 
-    def __init__(self, config: BenchConfig, started: float | None = None) -> None:
+    def __init__(
+        self, config: BenchConfig, started: float | None = None, timer: Timer | None = None
+    ) -> None:
+        if config.layout not in LAYOUTS:
+            raise BenchError(f"--layout {config.layout!r} is not one of {', '.join(LAYOUTS)}")
         self.config = config
         self.started = time.perf_counter() if started is None else started
         self.deadline = self.started + config.time_budget if config.time_budget > 0 else None
         self.device = check_device(config.device)
         self.dtype = check_dtype(config.dtype, self.device)
-        self.sync = synchronizer(self.device)
+        self.timer = timer or make_timer(self.device)
         self.modules = build_modules(config, self.device, self.dtype)
         self.ref_modules = self._reference_modules() if config.reference else {}
         if config.compile:
@@ -142,7 +199,7 @@ class Runner:
         disturbed)."""
         start = time.perf_counter()
         for name in dict.fromkeys(["fp32", self.config.dtype]):
-            rate, size, _ = gemm_rate(self.device, DTYPES[name], GEMM_SIZE)
+            rate, size, _ = gemm_rate(self.device, DTYPES[name], self.timer, GEMM_SIZE)
             self.gemm[f"{name}_gflops_{when}"] = rate / 1e9
             if rate / 1e9 >= self.gemm.get(f"{name}_gflops", 0.0):
                 self.gemm[f"{name}_gflops"] = rate / 1e9
@@ -170,44 +227,53 @@ class Runner:
     def run_case(self, name: str, size: tuple[int, int]) -> Row:
         """Measure one case on both paths and return its row."""
         row = self._new_row(name, *size)
-        fast = self.measure_path(name, "fast", size, row.macs)
+        fast = self.measure_path(name, "fast", size)
         ref = None
         if self.config.reference:
-            ref = self.measure_path(name, "reference", size, row.macs)
+            ref = self.measure_path(name, "reference", size)
         fill_row(row, fast, ref, self.config)
+        note = training_only_note(unwrap(self.modules[name]))
+        if note:
+            row.note = "; ".join(n for n in (note, row.note) if n)
         return row
 
+    def path_module(self, name: str, path: str) -> nn.Module:
+        """The module of the "fast" or the "reference" path of a row label."""
+        return self.modules[name] if path == "fast" else self.ref_modules[name]
+
     def _new_row(self, name: str, h: int, w: int) -> Row:
-        module = self.modules[name]
-        inner = getattr(module, "_orig_mod", module)
-        try:
-            macs = int(inner.macs(h, w)) * self.config.batch
-        except NotImplementedError:
-            macs = None
+        inner = unwrap(self.modules[name])
         c = self.config
+        ref_macs = None
+        if c.reference:
+            ref_macs = batch_macs(unwrap(self.ref_modules[name]), h, w, c.batch)
         return Row(
-            mechanism=name, settings=dict(inner.settings()), h=h, w=w, tokens=h * w,
-            batch=c.batch, dim=c.dim, heads=c.heads, dtype=c.dtype, device=self.device.type,
-            mode=c.mode, compiled=c.compile, params=sum(p.numel() for p in inner.parameters()),
-            macs=macs,
+            mechanism=name, attention=inner.name, settings=dict(inner.settings()), h=h, w=w,
+            tokens=h * w, batch=c.batch, dim=c.dim, heads=inner.num_heads, dtype=c.dtype,
+            device=self.device.type, mode=c.mode, compiled=c.compile, layout=c.layout,
+            params=sum(p.numel() for p in inner.parameters()),
+            macs=batch_macs(inner, h, w, c.batch),
+            useful_macs=batch_macs(inner, h, w, c.batch, useful=True), ref_macs=ref_macs,
         )  # fmt: skip
 
-    def _input(self, batch: int, h: int, w: int) -> torch.Tensor:
-        gen = torch.Generator().manual_seed(self.config.seed)
-        x = torch.randn(batch, self.config.dim, h, w, generator=gen)
-        return x.to(device=self.device, dtype=self.dtype)
+    def _input(self, batch: int, h: int, w: int) -> tuple[torch.Tensor, tuple[int, int] | None]:
+        return make_input(self.config, batch, h, w, self.device, self.dtype)
 
-    def measure_path(self, name: str, path: str, size: tuple[int, int], macs: int | None):
-        """Time and profile one path of one case, unless the skip rule says no."""
-        module = self.modules[name] if path == "fast" else self.ref_modules[name]
+    def measure_path(self, name: str, path: str, size: tuple[int, int]) -> PathResult:
+        """Time and profile one path of one case, unless the skip rule says no. The skip
+        rule uses this path's own MACs (the reference path often computes more) and its own
+        history."""
+        module = self.path_module(name, path)
         history = self.history.setdefault((name, path), [])
         h, w = size
+        macs = batch_macs(unwrap(module), h, w, self.config.batch)
         if not history:
             self._probe(module, history, h, w)
         reason = self.skip_reason(history, h * w, macs)
         if reason:
             return PathResult(skipped=reason)
-        call = make_call(module, self._input(self.config.batch, h, w), self.config.backward)
+        x, hw = self._input(self.config.batch, h, w)
+        call = make_call(module, x, self.config.backward, hw)
         compiled = self._compile_call(call)
         if isinstance(compiled, PathResult):
             return compiled
@@ -215,7 +281,7 @@ class Runner:
             mem, warmed = self.warmup(call)
             timing = time_calls(
                 call, min_time=self.config.min_time, min_runs=self.config.min_runs,
-                max_seconds=self.config.max_case_seconds, sync=self.sync, warmed=warmed,
+                max_seconds=self.config.max_case_seconds, timer=self.timer, warmed=warmed,
                 max_warmups=1,
             )  # fmt: skip
         except TooSlow as slow:
@@ -232,7 +298,7 @@ class Runner:
         if not self.config.compile:
             return None
         try:
-            return timed_call(call, self.sync)
+            return self.timer(call)
         except Exception as err:  # noqa: BLE001 - a failing compile is a result
             return PathResult(error="compile failed: " + first_line(err))
 
@@ -240,7 +306,7 @@ class Runner:
         """A plain warm-up call (its time decides TooSlow), then one profiled call for the
         peak memory, which also serves as the second warm-up; its time is not used.
         Returns (peak bytes, [plain warm-up seconds])."""
-        plain = timed_call(call, self.sync)
+        plain = self.timer(call)
         check_too_slow(plain, self.config.max_case_seconds, self.config.min_runs)
         return peak_memory(call, self.device), [plain]
 
@@ -250,7 +316,7 @@ class Runner:
         call = predict_seconds(history, tokens, macs or 0, c.flops_per_mac, self.floor_flops)
         mem = predict_memory(history, tokens)
         if mem is not None and mem > c.max_memory_gb * 1e9:
-            return f"estimated {mem / 1e9:.1f} GB > {c.max_memory_gb:g} GB memory limit"
+            return f"estimated {mem / 1e9:.3g} GB > {c.max_memory_gb:g} GB memory limit"
         total = case_seconds(call, c.min_time, c.min_runs)
         if total > c.max_case_seconds:
             return (
@@ -271,18 +337,29 @@ class Runner:
         """Seed an empty history with batch-1 calls of the eager module, scaled to the batch:
         at this size when it has at most 1024 tokens (cheap), else at ~256 and ~1024 tokens,
         so that the first size is predicted (time and memory) from measurements."""
-        inner = getattr(module, "_orig_mod", module)
+        inner = unwrap(module)
+        b = self.config.batch
         for ph, pw in probe_sizes(h, w):
-            call = make_call(inner, self._input(1, ph, pw), self.config.backward)
+            x, hw = self._input(1, ph, pw)
+            call = make_call(inner, x, self.config.backward, hw)
             try:
                 call()
-                seconds = timed_call(call, self.sync)
+                seconds = self.timer(call)
                 mem = peak_memory(call, self.device)
-                macs = int(inner.macs(ph, pw))
             except Exception:  # noqa: BLE001 - the real case will report the error
                 return
-            b = self.config.batch
-            history.append(Point(ph * pw, seconds * b, mem * b if mem else None, macs * b))
+            macs = batch_macs(inner, ph, pw, b) or 0
+            history.append(Point(ph * pw, seconds * b, mem * b if mem else None, macs))
+
+
+def batch_macs(module: nn.Module, h: int, w: int, batch: int, useful: bool = False) -> int | None:
+    """MACs of one call on a batch (computed, or with `useful` what the math needs), in the
+    module's current mode and path; None when the module does not count them."""
+    count = module.useful_macs if useful else module.macs
+    try:
+        return int(count(h, w)) * batch
+    except NotImplementedError:
+        return None
 
 
 def probe_sizes(h: int, w: int) -> list[tuple[int, int]]:
@@ -296,13 +373,16 @@ def probe_sizes(h: int, w: int) -> list[tuple[int, int]]:
     return out
 
 
-def make_runner(config: BenchConfig, started: float | None = None) -> Runner:
+def make_runner(
+    config: BenchConfig, started: float | None = None, timer: Timer | None = None
+) -> Runner:
     """Validate `config` (BenchError on bad settings), set the torch threads it asks for and
     build its mechanisms. `started` (a perf_counter time) is when the time budget starts
-    counting (default: now)."""
+    counting (default: now); `timer` times one call (default: the device's, see
+    machine.make_timer)."""
     if config.threads:
         torch.set_num_threads(config.threads)
-    return Runner(config, started)
+    return Runner(config, started, timer)
 
 
 def run_benchmark(

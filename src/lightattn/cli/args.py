@@ -10,11 +10,12 @@ from typing import Any, NoReturn
 
 from ..bench.machine import DTYPES
 from ..bench.presets import PRESETS
-from ..bench.results import BenchConfig
+from ..bench.results import LAYOUTS, BenchConfig
 
 DEFAULT = BenchConfig()
 
 SIZE_RE = re.compile(r"^\s*(-?\d+)\s*(?:[xX×]\s*(-?\d+))?\s*$")
+LABEL_RE = re.compile(r"^[^\s:=]+$")
 
 
 class UsageError(Exception):
@@ -64,6 +65,17 @@ def parse_kwarg(text: str) -> tuple[str, str, Any]:
     return name.strip(), key.strip(), parse_literal(value.strip())
 
 
+def parse_variant(text: str) -> tuple[str, str]:
+    """ "LABEL=NAME" -> (LABEL, NAME): a row labelled LABEL built from mechanism NAME."""
+    label, eq, name = (part.strip() for part in text.partition("="))
+    if not eq or not LABEL_RE.match(label) or not name:
+        raise argparse.ArgumentTypeError(
+            f"--variant {text!r} must look like LABEL=NAME, e.g. window8=window "
+            "(LABEL without spaces, ':' or '=')"
+        )
+    return label, name
+
+
 def positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -100,7 +112,8 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
         "--attn",
         nargs="+",
         metavar="NAME",
-        help="mechanisms to run (default: all registered; mhsa is always added as the baseline)",
+        help="mechanisms (or variant labels) to run (default: all registered and the default "
+        "variant window+shift; mhsa is always added as the baseline)",
     )
     what.add_argument(
         "--sizes",
@@ -112,12 +125,26 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
         + ")",
     )
     what.add_argument("--dim", type=positive_int, help=f"channels C (default {DEFAULT.dim})")
-    what.add_argument("--heads", type=positive_int, help=f"heads (default {DEFAULT.heads})")
+    what.add_argument(
+        "--heads",
+        type=positive_int,
+        help="heads (default: the library's, dim // 32 when 32 divides dim, else 1)",
+    )
     what.add_argument("--batch", type=positive_int, help=f"batch size (default {DEFAULT.batch})")
     what.add_argument("--dtype", choices=list(DTYPES), help=f"default {DEFAULT.dtype}")
     what.add_argument("--device", choices=["cpu", "cuda"], default=DEFAULT.device)
     what.add_argument(
-        "--backward", action="store_true", help="time forward+backward of out.sum() in train mode"
+        "--layout",
+        choices=list(LAYOUTS),
+        default=DEFAULT.layout,
+        help="input: nchw = contiguous (B, C, H, W) (default); channels_last = the same "
+        "tensor in channels_last memory; tokens = (B, N, C) with hw",
+    )
+    what.add_argument(
+        "--backward",
+        action="store_true",
+        help="time forward+backward of out.sum() in train mode, at training-time cost: "
+        "castling runs (and its MACs count) its training-only O(N²) aux branch",
     )
     what.add_argument("--compile", action="store_true", help="torch.compile each module")
     what.add_argument(
@@ -127,6 +154,16 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
         default=[],
         metavar="NAME:KEY=VALUE",
         help="constructor argument for one mechanism (repeatable); values are Python literals",
+    )
+    what.add_argument(
+        "--variant",
+        action="append",
+        type=parse_variant,
+        default=[],
+        metavar="LABEL=NAME",
+        help="an extra row LABEL built from mechanism NAME with the --kwargs LABEL:key=value "
+        "given (repeatable; always run, also with --attn); the default run has window+shift "
+        "(window, shift=True)",
     )
     what.add_argument(
         "--preset",
@@ -145,7 +182,7 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
         "--min-runs",
         type=positive_int,
         metavar="K",
-        help=f"at least K timed runs (default {DEFAULT.min_runs}; a preset's own: 7)",
+        help=f"at least K timed runs (default {DEFAULT.min_runs})",
     )
     how.add_argument(
         "--no-reference", action="store_true", help="do not time the reference (naive) path"
@@ -190,8 +227,11 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
         "--fail-if-slower",
         type=non_negative_float,
         metavar="PCT",
-        help="with --compare: exit 1 when a case is slower by more than PCT %%",
+        help="with --compare: exit 1 when a case is slower beyond noise: its median over "
+        "the old median by more than PCT %% and over the old slowest run, and its fastest "
+        "run over the old median; or measured before and skipped now",
     )
+    out.add_argument("--wide", action="store_true", help="all columns in the table and results.md")
     # fmt: skip
 
 
@@ -207,6 +247,8 @@ def build_parser() -> Parser:
     add_bench_arguments(bench)
     listing = sub.add_parser("list", help="the registered mechanisms and their default settings")
     listing.add_argument("--dim", type=positive_int, default=64)
-    listing.add_argument("--heads", type=positive_int, default=2)
+    listing.add_argument(
+        "--heads", type=positive_int, help="heads (default: the library's, dim // 32 or 1)"
+    )
     listing.add_argument("--json", action="store_true")
     return parser
