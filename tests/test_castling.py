@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import io
 import math
 
 import pytest
@@ -71,9 +72,8 @@ def test_switch_removes_the_branch_and_keeps_the_zero_weight_output():
     with torch.no_grad():
         y0 = attn(x)
     attn.switch_to_inference()
-    assert not attn.has_aux
-    assert "aux_weight" not in dict(attn.named_buffers())
-    assert "aux_weight" not in attn.state_dict()
+    assert not attn.has_aux and attn.aux_weight == 0.0
+    assert attn.state_dict()["_extra_state"] == {"aux": False, "aux_weight": 0.0}
     assert [n for n, _ in attn.named_parameters()] == params_before
     assert "aux=False" in repr(attn)
     with torch.no_grad():
@@ -98,12 +98,141 @@ def test_schedule_and_model_helpers():
     assert aux_weight_schedule(0, 10, start=2.0, end=0.5) == 2.0
     model = torch.nn.Sequential(build("castling"), torch.nn.Sequential(build("castling")))
     assert apply_aux_schedule(model, 50, 100) == pytest.approx(0.25)
-    assert all(m.aux_weight.item() == pytest.approx(0.25) for m in (model[0], model[1][0]))
+    assert all(m.aux_weight == pytest.approx(0.25) for m in (model[0], model[1][0]))
     apply_aux_schedule(model, 80, 100)
     switch_to_inference(model)
     assert not any(isinstance(m, CastlingAttention) and m.has_aux for m in model.modules())
     with pytest.raises(ValueError, match="total_steps"):
         aux_weight_schedule(1, 0)
+
+
+def test_fp16_offset_inputs_on_a_large_map_stay_finite():
+    """k̂ᵀv sums N = 12544 tokens of mean |v| ≈ 3.8: beyond fp16's 65504 unless fp32."""
+    attn = build("castling").eval()
+    x = torch.randn(1, DIM, 112, 112) + 12
+    with torch.no_grad():
+        y32 = attn(x)
+        y16 = copy.deepcopy(attn).half()(x.half())
+    assert y16.dtype == torch.float16 and torch.isfinite(y16).all()
+    assert rel_err(y16.float(), y32) < 0.01
+
+
+@pytest.mark.parametrize("reference", [False, True])
+def test_fp16_offset_inputs_with_the_aux_branch_stay_finite(reference):
+    attn = build("castling", reference=reference).train()
+    x = torch.randn(1, DIM, 32, 32) + 150
+    with torch.no_grad():
+        y32 = attn(x)
+        y16 = copy.deepcopy(attn).half()(x.half())
+    assert torch.isfinite(y16).all()
+    assert rel_err(y16.float(), y32) < 0.01
+
+
+def saved_and_loaded(attn):
+    """A fresh module (aux weight 1.0, training mode) loaded from attn's checkpoint."""
+    buffer = io.BytesIO()
+    torch.save(attn.state_dict(), buffer)
+    buffer.seek(0)
+    fresh = build("castling").train()
+    fresh.load_state_dict(torch.load(buffer))
+    return fresh
+
+
+def test_switched_checkpoint_switches_the_module_it_is_loaded_into(monkeypatch):
+    attn = randomize_(build("castling"))
+    attn.set_aux_weight(0.0)
+    attn.switch_to_inference()
+    fresh = saved_and_loaded(attn)
+    assert not fresh.has_aux
+
+    def no_branch(*args):
+        raise AssertionError("the N x N auxiliary branch ran")
+
+    monkeypatch.setattr(CastlingAttention, "_aux_branch", no_branch)
+    x = torch.randn(2, DIM, 6, 5)
+    with torch.no_grad():
+        assert torch.equal(fresh(x), attn.train()(x))
+    assert fresh.macs(6, 5) == attn.macs(6, 5)
+
+
+def test_unswitched_checkpoint_restores_the_weight():
+    attn = randomize_(build("castling", aux_weight=0.3))
+    fresh = saved_and_loaded(attn)
+    assert fresh.has_aux and fresh.aux_weight == 0.3
+    x = torch.randn(2, DIM, 6, 5)
+    with torch.no_grad():
+        assert torch.equal(fresh(x), attn.train()(x))
+    switched = build("castling", aux_weight=0.0)
+    switched.switch_to_inference()
+    switched.load_state_dict(attn.state_dict())
+    assert switched.has_aux and switched.aux_weight == 0.3
+
+
+@pytest.mark.parametrize(
+    "state", [{"aux": True}, {"aux": True, "aux_weight": -1.0}, [True, 1.0]], ids=str
+)
+def test_bad_extra_state_raises(state):
+    attn = build("castling")
+    checkpoint = {**attn.state_dict(), "_extra_state": state}
+    with pytest.raises(ValueError, match="aux_weight"):
+        attn.load_state_dict(checkpoint)
+
+
+def test_training_forward_makes_no_host_sync(monkeypatch):
+    attn = randomize_(build("castling", aux_weight=0.5)).train()
+
+    def no_sync(self):
+        raise AssertionError("Tensor.item() in the forward")
+
+    monkeypatch.setattr(torch.Tensor, "item", no_sync)
+    attn(torch.randn(2, DIM, 6, 5)).sum().backward()
+    attn.set_aux_weight(0.0)
+    attn(torch.randn(2, DIM, 6, 5))
+
+
+@pytest.mark.slow
+def test_training_forward_compiles_without_graph_breaks():
+    attn = randomize_(build("castling", aux_weight=0.5)).train()
+    explained = torch._dynamo.explain(attn)(torch.randn(1, DIM, 5, 6))
+    assert explained.graph_break_count == 0, explained.break_reasons
+
+
+def counted_macs(attn, h, w):
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        attn(torch.randn(1, DIM, h, w))
+    return counter.get_total_flops() / 2
+
+
+@pytest.mark.parametrize("reference", [False, True])
+def test_macs_count_the_aux_branch_while_it_runs(reference):
+    attn = build("castling", aux_weight=0.5, reference=reference)
+    n, c = 13 * 19, DIM
+    counts = {}
+    for label, weight, train in [("aux", 0.5, True), ("zero", 0.0, True), ("eval", 0.5, False)]:
+        attn.set_aux_weight(weight)
+        attn.train(train)
+        counts[label] = attn.macs(13, 19)
+        assert abs(counts[label] - counted_macs(attn, 13, 19)) <= 0.05 * counts[label], label
+    assert counts["aux"] - counts["eval"] == 2 * n * n * c
+    assert counts["zero"] == counts["eval"]
+    attn.set_aux_weight(0.0)
+    attn.switch_to_inference()
+    assert attn.train().macs(13, 19) == counts["eval"]
+
+
+@pytest.mark.slow
+def test_export_after_the_switch_with_dynamic_height_and_width():
+    attn = randomize_(build("castling", aux_weight=0.0))
+    attn.switch_to_inference()
+    attn.eval()
+    dims = {2: torch.export.Dim("h", min=1, max=512), 3: torch.export.Dim("w", min=1, max=512)}
+    x = torch.randn(2, DIM, 8, 8)
+    program = torch.export.export(attn, (x,), dynamic_shapes={"x": dims}).module()
+    with torch.no_grad():
+        for hw in [(13, 19), (3, 2), (1, 1)]:
+            x = torch.randn(2, DIM, *hw)
+            assert (program(x) - attn(x)).abs().max() <= 1e-5
 
 
 @pytest.mark.parametrize("qkv_bias", [False, True])

@@ -64,7 +64,8 @@ def explicit_rpb(table, h, w):
 @pytest.mark.parametrize("n_groups", [1, 2])
 @pytest.mark.parametrize("hw", [(7, 9), (1, 5)], ids=str)
 def test_stride_one_zero_offsets_samples_the_map_exactly(n_groups, hw):
-    module = zero_offsets_(randomize_(build("deformable", C, HEADS, stride=1, n_groups=n_groups)))
+    module = build("deformable", C, HEADS, stride=1, n_groups=n_groups, keep_positions=True)
+    module = zero_offsets_(randomize_(module))
     x = torch.randn(2, C, *hw)
     with torch.no_grad():
         for path in both_paths(module.eval()):
@@ -105,7 +106,8 @@ def test_zero_offsets_stride_one_rpb_hits_the_table_entries(n_groups):
 
 def test_rpb_is_sampled_in_fractions_of_the_map():
     """At twice the construction size, two pixels apart read one table entry apart."""
-    module = zero_offsets_(randomize_(build("deformable", C, HEADS, stride=1, rpb_size=4)))
+    module = build("deformable", C, HEADS, stride=1, rpb_size=4, keep_positions=True)
+    module = zero_offsets_(randomize_(module))
     h = w = 8
     with torch.no_grad():
         module(torch.randn(1, C, h, w))
@@ -120,7 +122,9 @@ def test_rpb_is_sampled_in_fractions_of_the_map():
 @pytest.mark.parametrize("factor", [2.0, 0.5])
 @pytest.mark.parametrize("stride", [1, 2, 3])
 def test_offsets_stay_within_the_stated_range(factor, stride):
-    module = randomize_(build("deformable", C, HEADS, stride=stride, offset_range_factor=factor))
+    module = build("deformable", C, HEADS, stride=stride, offset_range_factor=factor)
+    module = randomize_(module)
+    module.keep_positions = True
     with torch.no_grad():
         module.offset_proj.weight.normal_(0, 50.0)
         module(torch.randn(2, C, 13, 19))
@@ -135,7 +139,8 @@ def test_offsets_stay_within_the_stated_range(factor, stride):
 
 
 def test_unbounded_offsets_are_clamped_to_the_map():
-    module = randomize_(build("deformable", C, HEADS, stride=2, offset_range_factor=-1))
+    module = build("deformable", C, HEADS, stride=2, offset_range_factor=-1, keep_positions=True)
+    module = randomize_(module)
     with torch.no_grad():
         module.offset_proj.weight.normal_(0, 50.0)
         module(torch.randn(2, C, 13, 19))
@@ -173,7 +178,10 @@ def test_runs_at_a_resolution_unlike_construction(hw):
 @pytest.mark.parametrize("stride", [1, 2])
 @pytest.mark.parametrize("factor", [2.0, -1.0])
 def test_one_pixel_map_has_no_nan(pos, stride, factor):
-    module = build("deformable", C, HEADS, pos=pos, stride=stride, offset_range_factor=factor)
+    module = build(
+        "deformable", C, HEADS, pos=pos, stride=stride, offset_range_factor=factor,
+        keep_positions=True,
+    )  # fmt: skip
     module = randomize_(module, std=1.0).train()
     x = torch.randn(2, C, 1, 1, requires_grad=True)
     y = module(x)
@@ -186,10 +194,85 @@ def test_one_pixel_map_has_no_nan(pos, stride, factor):
 
 
 def test_bf16_grouped_dwc():
-    module = build("deformable", C, 4, n_groups=2, pos="dwc").to(torch.bfloat16)
+    module = build("deformable", C, 4, n_groups=2, pos="dwc", keep_positions=True)
+    module = module.to(torch.bfloat16)
     y = module(torch.randn(2, C, 9, 6, dtype=torch.bfloat16))
     assert y.dtype == torch.bfloat16 and torch.isfinite(y).all()
-    assert module.last_positions.dtype == torch.bfloat16
+    assert module.last_positions.dtype == torch.float32
+
+
+@pytest.mark.parametrize("hw", [(1, 224), (224, 1)], ids=str)
+def test_bf16_positions_are_sub_pixel_at_224(hw):
+    """In bf16 only 176 of 224 pixel centres are distinct (up to 0.88 px off): positions
+    are kept in fp32."""
+    module = build("deformable", C, HEADS, stride=1, keep_positions=True)
+    module = zero_offsets_(module).to(torch.bfloat16)
+    with torch.no_grad():
+        module(torch.randn(1, C, *hw, dtype=torch.bfloat16))
+    axis = 0 if hw[1] == 224 else 1  # x varies along W, y along H
+    coords = module.last_positions[0, 0, ..., axis].double().flatten().unique()
+    exact = (torch.arange(224, dtype=torch.float64) * 2 + 1) / 224 - 1
+    assert coords.numel() == 224
+    assert (coords - exact).abs().max() * 224 / 2 < 0.01  # in pixels
+
+
+@pytest.mark.parametrize("stride, pos", [(1, "rpb"), (1, "none"), (2, "rpb")])
+@pytest.mark.parametrize("hw", [(1, 224), (224, 1)], ids=str)
+def test_bf16_output_close_to_fp32_at_224(stride, pos, hw):
+    module = build("deformable", C, HEADS, stride=stride, pos=pos, rpb_size=hw)
+    module = randomize_(module, std=0.2).eval()
+    x = torch.randn(1, C, *hw)
+    with torch.no_grad():
+        y32 = module(x)
+        y16 = copy.deepcopy(module).to(torch.bfloat16)(x.to(torch.bfloat16))
+    assert rel_err(y16.float(), y32) < 0.01
+
+
+def test_positions_are_kept_only_on_request():
+    module = randomize_(build("deformable", C, HEADS))
+    x = torch.randn(2, C, 6, 7)
+    module(x)
+    assert module.last_positions is None and module.last_offsets is None
+    module.keep_positions = True
+    module(x)
+    assert module.last_positions.shape == module.last_offsets.shape == (2, 1, 3, 4, 2)
+    kept = module.last_positions
+    module.keep_positions = False
+    module(torch.randn(1, C, 4, 4))
+    assert module.last_positions is kept
+
+
+def test_forward_builds_no_tensor_from_python_data(monkeypatch):
+    """torch.tensor([...], device=...) in the forward is a host-to-device copy per call."""
+    module = randomize_(build("deformable", C, HEADS, pos="rpb")).train()
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("torch.tensor called in the forward")
+
+    monkeypatch.setattr(torch, "tensor", refuse)
+    monkeypatch.setattr(torch, "as_tensor", refuse)
+    module(torch.randn(2, C, 7, 9)).sum().backward()
+
+
+EXPORT_CASES = [
+    pytest.param(pos, stride, marks=[] if (pos, stride) == ("none", 2) else pytest.mark.slow)
+    for pos in ("rpb", "dwc", "none")
+    for stride in (1, 2)
+]
+
+
+@pytest.mark.parametrize("pos, stride", EXPORT_CASES)
+def test_export_with_dynamic_height_and_width(pos, stride):
+    """One exported program serves every H, W >= 1 (a key grid of ceil(H / stride) rows
+    may be a single row) and equals eager."""
+    module = randomize_(build("deformable", C, HEADS, pos=pos, stride=stride)).eval()
+    dims = {2: torch.export.Dim("h", min=1, max=512), 3: torch.export.Dim("w", min=1, max=512)}
+    x = torch.randn(2, C, 8, 8)
+    program = torch.export.export(module, (x,), dynamic_shapes={"x": dims}).module()
+    with torch.no_grad():
+        for hw in [(13, 19), (3, 2), (1, 1)]:
+            x = torch.randn(2, C, *hw)
+            assert (program(x) - module(x)).abs().max() <= 1e-5
 
 
 @pytest.mark.parametrize(

@@ -23,6 +23,17 @@ def unit(t: Tensor) -> Tensor:
     return t * torch.rsqrt(squared + NORM_EPS).to(t.dtype)
 
 
+def check_aux_weight(weight: object) -> float:
+    """A finite number >= 0 as a Python float."""
+    try:
+        value = float(weight)
+    except (TypeError, ValueError):
+        value = math.nan
+    if isinstance(weight, (bool, str)) or not math.isfinite(value) or value < 0:
+        raise ValueError(f"aux_weight={weight!r} must be a finite number >= 0")
+    return value
+
+
 def aux_weight_schedule(
     step: int, total_steps: int, start: float = 1.0, end: float = 0.75
 ) -> float:
@@ -72,15 +83,26 @@ class CastlingAttention(AttentionBase):
         out = proj(merge_heads(o) + dwconv(v))
     with dwconv a depthwise `kernel_size`² conv over the H x W map of v (zero padding
     kernel_size // 2; the released code convolves the flat token axis with a (9, 1) kernel).
+    o is computed in fp32 whatever the input dtype (k̂ᵀv sums N tokens: it overflows fp16
+    on large maps) and cast back after the normalisation.
 
-    Castling schedule: `aux_weight` is a non-persistent buffer (not learned; default 1.0)
-    set with `set_aux_weight(w)`, e.g. each step from `apply_aux_schedule(model, step,
-    total)` (cosine decay to 0 at 75% of training). Once it is 0, `switch_to_inference()`
-    deletes the branch for good; the output is then exactly the training-mode output at
-    weight 0. In eval mode the branch is never used. Cost without the branch is linear in
-    N: MACs = 4NC² + 2NCd + NC·kernel_size²; the branch adds 2N²C in training and is
-    skipped while its weight is 0. `attn_drop` drops the branch's softmax weights (the only
-    attention matrix; the mask is taken before dropout); the linear path forms none.
+    Castling schedule: `aux_weight` (a Python float, not learned; default 1.0) is set with
+    `set_aux_weight(w)`, e.g. each step from `apply_aux_schedule(model, step, total)`
+    (cosine decay to 0 at 75% of training). Once it is 0, `switch_to_inference()` deletes
+    the branch for good (`has_aux` False, `aux_weight` 0.0); the output is then exactly the
+    training-mode output at weight 0. In eval mode the branch is never used.
+
+    Checkpoints: the state is saved as the module's extra state, i.e. the state_dict key
+    `<prefix>_extra_state` = {"aux": has_aux, "aux_weight": float}, and loading it restores
+    both (a switched checkpoint switches the module it is loaded into). Checkpoints saved
+    before this key existed (when `aux_weight` was a non-persistent buffer) lack it: load
+    them with `strict=False`, which keeps the module's own state.
+
+    Cost without the branch is linear in N: MACs = 4NC² + 2NCd + NC·kernel_size² (the
+    reference path forms the N×N kernel: 2N²C instead of 2NCd); in training mode with the
+    branch present and its weight > 0, `macs` adds the branch's 2N²C. `attn_drop` drops the
+    branch's softmax weights (the only attention matrix; the mask is taken before
+    dropout); the linear path forms none.
     """
 
     def __init__(
@@ -107,37 +129,50 @@ class CastlingAttention(AttentionBase):
             dim, dim, kernel_size, padding=kernel_size // 2, groups=dim, bias=False
         )
         self.proj = nn.Linear(dim, dim)
-        self.register_buffer("aux_weight", torch.zeros(()), persistent=False)
-        self.set_aux_weight(aux_weight)
+        self._aux_weight: float | None = check_aux_weight(aux_weight)
 
     @property
     def has_aux(self) -> bool:
-        return "aux_weight" in self._buffers
+        return self._aux_weight is not None
+
+    @property
+    def aux_weight(self) -> float:
+        """Weight of the auxiliary branch; 0.0 once switch_to_inference() removed it."""
+        return self._aux_weight or 0.0
 
     def set_aux_weight(self, weight: float) -> None:
         """Weight of the auxiliary masked softmax branch (training only)."""
         if not self.has_aux:
             raise RuntimeError("the auxiliary branch was removed by switch_to_inference()")
-        if not math.isfinite(float(weight)) or float(weight) < 0:
-            raise ValueError(f"aux_weight={weight!r} must be a finite number >= 0")
-        self.aux_weight.fill_(float(weight))
+        self._aux_weight = check_aux_weight(weight)
 
     def switch_to_inference(self) -> None:
         """Remove the auxiliary branch for good (idempotent)."""
         if not self.has_aux:
             return
-        if self.aux_weight.item() != 0:
+        if self.aux_weight != 0:
             warnings.warn(
-                f"switch_to_inference() with aux_weight={self.aux_weight.item():g} != 0 "
+                f"switch_to_inference() with aux_weight={self.aux_weight:g} != 0 "
                 "changes the training-mode output; drive it to 0 first",
                 stacklevel=2,
             )
-        del self.aux_weight
+        self._aux_weight = None
+
+    def get_extra_state(self) -> dict[str, Any]:
+        return {"aux": self.has_aux, "aux_weight": self.aux_weight}
+
+    def set_extra_state(self, state: Any) -> None:
+        if not isinstance(state, dict) or set(state) != {"aux", "aux_weight"}:
+            raise ValueError(
+                f"castling extra state={state!r} must be a dict with keys 'aux' and 'aux_weight'"
+            )
+        weight = check_aux_weight(state["aux_weight"])
+        self._aux_weight = weight if state["aux"] else None
 
     def settings(self) -> dict[str, Any]:
         items: dict[str, Any] = {"kernel_size": self.kernel_size}
         if self.has_aux:
-            items.update(threshold=self.threshold, aux_weight=round(self.aux_weight.item(), 6))
+            items.update(threshold=self.threshold, aux_weight=round(self.aux_weight, 6))
         else:
             items["aux"] = False
         return items
@@ -148,11 +183,11 @@ class CastlingAttention(AttentionBase):
         sparse = probs * (probs > self.threshold)
         if self.attn_dropout_p > 0:
             sparse = F.dropout(sparse, p=self.attn_dropout_p)
-        return self.aux_weight.to(q.dtype) * (sparse @ v)
+        return self.aux_weight * (sparse @ v)
 
     def _linear_angular(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
-        """½·v + (1/π)·q̂ (k̂ᵀ v) per head, in O(N d²)."""
-        q, k = unit(q), unit(k)
+        """½·v + (1/π)·q̂ (k̂ᵀ v) per head in fp32, in O(N d²)."""
+        q, k, v = unit(q.float()), unit(k.float()), v.float()
         if self.reference:
             n = q.shape[-2]
             eye = torch.eye(n, dtype=q.dtype, device=q.device)
@@ -160,20 +195,28 @@ class CastlingAttention(AttentionBase):
             return kernel @ v
         return 0.5 * v + (q @ (k.transpose(-2, -1) @ v)) / math.pi
 
+    @property
+    def aux_active(self) -> bool:
+        """Whether a forward now runs the auxiliary branch."""
+        return self.training and self.aux_weight > 0
+
     def forward_tokens(self, x: Tensor, h: int, w: int) -> Tensor:
         b, n, c = x.shape
         qkv = self.qkv(x)
         q, k, v = qkv.view(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         out = self._linear_angular(q, k, v)
-        if self.training and self.has_aux and self.aux_weight.item() > 0:
+        if self.aux_active:
             out = out + self._aux_branch(q, k, v)
-        out = self.merge_heads(unit(out))
+        out = self.merge_heads(unit(out).to(x.dtype))
         out = out + as_tokens(self.dwconv(as_map(qkv[..., 2 * c :], h, w)))
         return self.proj_drop(self.proj(out))
 
     def macs(self, h: int, w: int) -> int:
-        """Inference (eval) cost: the auxiliary branch is not counted."""
+        """Cost of a forward in the current mode: the auxiliary branch's 2N²C is counted
+        while it runs (training mode, branch present, weight > 0)."""
         n, c = h * w, self.dim
-        if self.reference:
-            return 4 * n * c * c + 2 * n * n * c + n * c * self.kernel_size**2
-        return 4 * n * c * c + 2 * n * c * self.head_dim + n * c * self.kernel_size**2
+        total = 4 * n * c * c + n * c * self.kernel_size**2
+        total += 2 * n * n * c if self.reference else 2 * n * c * self.head_dim
+        if self.aux_active:
+            total += 2 * n * n * c
+        return total

@@ -23,15 +23,32 @@ def check_size_pair(name: str, value: object) -> tuple[int, int]:
     return size, size
 
 
-def cell_centres(n: int, x: Tensor) -> Tensor:
-    """(n,) centres of n equal cells spanning [-1, 1] (the align_corners=False pixel centres)."""
-    return (torch.arange(n, dtype=x.dtype, device=x.device) * 2 + 1) / n - 1
+def cell_centres(n: int, count: int, device: torch.device, scale: float = 1.0) -> Tensor:
+    """(count,) fp32 centres of the first `count` of n equal cells spanning [-1, 1] (the
+    align_corners=False pixel centres), times `scale`; cells past n continue the spacing."""
+    steps = torch.arange(count, dtype=torch.float32, device=device)
+    return ((steps * 2 + 1) / n - 1) * scale
 
 
-def centre_grid(h: int, w: int, x: Tensor) -> Tensor:
-    """(h, w, 2) grid of cell centres in grid_sample's (x, y) order."""
-    ys, xs = torch.meshgrid(cell_centres(h, x), cell_centres(w, x), indexing="ij")
+def centre_grid(
+    hw: tuple[int, int],
+    count: tuple[int, int],
+    device: torch.device,
+    scale: tuple[float, float] = (1.0, 1.0),
+) -> Tensor:
+    """(count_h, count_w, 2) fp32 grid of cell centres of an H x W grid in grid_sample's
+    (x, y) order, x times scale[0] and y times scale[1]."""
+    ys = cell_centres(hw[0], count[0], device, scale[1])
+    xs = cell_centres(hw[1], count[1], device, scale[0])
+    ys, xs = torch.meshgrid(ys, xs, indexing="ij")
     return torch.stack([xs, ys], dim=-1)
+
+
+def key_mask(hk: int, wk: int, count: tuple[int, int], device: torch.device) -> Tensor:
+    """(count_h * count_w,) bool: True for the keys of the first hk rows and wk columns."""
+    rows = torch.arange(count[0], device=device) < hk
+    cols = torch.arange(count[1], device=device) < wk
+    return (rows[:, None] & cols[None, :]).flatten()
 
 
 def bilinear_sample_reference(img: Tensor, grid: Tensor) -> Tensor:
@@ -81,9 +98,20 @@ class DeformableAttention(AttentionBase):
       border. `pos="dwc"`: depthwise 3x3 conv of q added to the attention output.
       `pos="none"`: no position term.
 
-    After each forward, `last_positions` and `last_offsets` hold the sampling positions and
-    offsets, detached, shape (B, n_groups, Hk, Wk, 2) in grid_sample (x, y) order, normalised
-    to [-1, 1] (align_corners=False); positions = reference points + offsets.
+    Reference points, offsets, sampling positions and rpb displacements are fp32 whatever the
+    input dtype (in bf16 only 176 of 224 pixel centres are distinct); the map and the table
+    are sampled in fp32 and the samples and the bias cast to the input dtype.
+
+    `keep_positions=True` (constructor argument, or the attribute set later): after each
+    forward, `last_positions` and `last_offsets` hold the sampling positions and offsets,
+    detached, fp32, shape (B, n_groups, Hk, Wk, 2) in grid_sample (x, y) order, normalised to
+    [-1, 1] (align_corners=False); positions = reference points + offsets. Otherwise (the
+    default), and while torch.export traces, nothing is stored and they stay as they were
+    (None on a new module).
+
+    Export: `torch.export` with dynamic H and W works for any H, W >= 1; with stride > 1 the
+    traced program adds one masked row and column of keys (see `extra_keys`): its output
+    equals the eager one, at the cost of (Hk+1)·(Wk+1) keys instead of Hk·Wk.
 
     MACs (Nk = Hk·Wk keys): 2NC² (q, out) + 2·Nk·C² (k, v) + 2·N·Nk·C (attention)
     + Nk·C·k² + 2·Nk·C (offset net) [+ 9NC for dwc].
@@ -106,8 +134,10 @@ class DeformableAttention(AttentionBase):
         attn_drop: float = 0.0,
         proj_drop: float = 0.0,
         reference: bool = False,
+        keep_positions: bool = False,
     ) -> None:
         super().__init__(dim, num_heads, attn_drop, proj_drop, reference)
+        self.keep_positions = bool(keep_positions)
         self.n_groups = check_positive_int("n_groups", n_groups)
         if self.num_heads % n_groups:
             raise ValueError(f"num_heads={self.num_heads} is not divisible by n_groups={n_groups}")
@@ -156,66 +186,87 @@ class DeformableAttention(AttentionBase):
     def key_grid(self, h: int, w: int) -> tuple[int, int]:
         return -(-h // self.stride), -(-w // self.stride)
 
-    def offsets(self, q: Tensor, h: int, w: int) -> Tensor:
-        """(B, N, C) queries -> (B*G, Hk, Wk, 2) offsets in normalised (x, y) units."""
+    def extra_keys(self) -> int:
+        """Rows and columns of masked keys added to the key grid: 1 while torch.export traces
+        a stride > 1, else 0. torch.export guards every traced size that may be 1, and
+        Hk = ceil(H / stride) is 1 on small maps; Hk + 1 never is, so the exported program
+        serves every H, W >= 1."""
+        return int(self.stride > 1 and torch.compiler.is_exporting())
+
+    def offsets(self, q: Tensor, h: int, w: int, extra: int = 0) -> Tensor:
+        """(B, N, C) queries -> (B*G, Hk + extra, Wk + extra, 2) fp32 offsets in normalised
+        (x, y) units; `extra` rows and columns come from zero padding past the map."""
         b, g = q.shape[0], self.n_groups
         q_map = as_map(q, h, w).reshape(b * g, -1, h, w)
+        if extra:
+            q_map = F.pad(q_map, (0, extra * self.stride, 0, extra * self.stride))
         feat = self.offset_conv(q_map).permute(0, 2, 3, 1)  # (B*G, Hk, Wk, C/G)
-        raw = self.offset_proj(F.gelu(self.offset_norm(feat)))
+        raw = self.offset_proj(F.gelu(self.offset_norm(feat))).float()
         if self.offset_range_factor < 0:
             return raw
-        hk, wk = raw.shape[1:3]
-        bound = torch.tensor([1 / wk, 1 / hk], dtype=q.dtype, device=q.device)
-        return raw.tanh() * (bound * self.offset_range_factor)
+        hk, wk = self.key_grid(h, w)
+        bounded = raw.tanh() * self.offset_range_factor
+        return torch.stack([bounded[..., 0] / wk, bounded[..., 1] / hk], dim=-1)
 
-    def positions(self, offsets: Tensor) -> Tensor:
-        """Reference grid + offsets, clamped to the map when the offsets are unbounded."""
-        hk, wk = offsets.shape[1:3]
-        pos = centre_grid(hk, wk, offsets) + offsets
+    def positions(self, offsets: Tensor, hk: int, wk: int) -> Tensor:
+        """Cell centres of the Hk x Wk key grid + offsets (fp32), clamped to the map when the
+        offsets are unbounded."""
+        pos = centre_grid((hk, wk), offsets.shape[1:3], offsets.device) + offsets
         return pos.clamp(-1, 1) if self.offset_range_factor < 0 else pos
 
     def sample(self, x: Tensor, h: int, w: int, pos: Tensor) -> Tensor:
-        """(B, N, C) input sampled per group at pos (B*G, Hk, Wk, 2) -> (B, Nk, C)."""
+        """(B, N, C) input sampled per group at pos (B*G, Hk, Wk, 2) -> (B, Nk, C) in x's
+        dtype; the sampling runs in fp32."""
         b, _, c = x.shape
-        x_map = as_map(x, h, w).reshape(b * self.n_groups, -1, h, w)
+        x_map = as_map(x, h, w).reshape(b * self.n_groups, -1, h, w).float()
+        pos = pos.float()
         if self.reference:
             sampled = bilinear_sample_reference(x_map, pos)
         else:
             sampled = F.grid_sample(x_map, pos, mode="bilinear", align_corners=False)
-        return sampled.reshape(b, c, -1).transpose(1, 2)
+        return sampled.reshape(b, c, -1).transpose(1, 2).to(x.dtype)
 
     def rpb(self, h: int, w: int, pos: Tensor) -> Tensor:
-        """(B, heads, N, Nk) bias: the table sampled at query-minus-key displacements."""
+        """(B, heads, N, Nk) fp32 bias: the table sampled at query-minus-key displacements."""
         bg, hk, wk, _ = pos.shape
+        pos = pos.float()
         th, tw = self.rpb_size
         # a displacement of 2/Ht (one pixel at the construction size) is one table entry;
         # scaling both ends first saves a pass over the (B*G, N, Nk, 2) displacement tensor
-        scale = torch.tensor(
-            [tw / (2 * tw - 1), th / (2 * th - 1)], dtype=pos.dtype, device=pos.device
-        )
-        queries = (centre_grid(h, w, pos) * scale).view(1, h * w, 1, 2)
-        grid = queries - (pos * scale).view(bg, 1, hk * wk, 2)
-        table = self.rpb_table.view(self.n_groups, -1, 2 * th - 1, 2 * tw - 1)
+        sx, sy = tw / (2 * tw - 1), th / (2 * th - 1)
+        queries = centre_grid((h, w), (h, w), pos.device, (sx, sy)).view(1, h * w, 1, 2)
+        keys = torch.stack([pos[..., 0] * sx, pos[..., 1] * sy], dim=-1)
+        grid = queries - keys.view(bg, 1, hk * wk, 2)
+        table = self.rpb_table.float().view(self.n_groups, -1, 2 * th - 1, 2 * tw - 1)
         table = table.repeat(bg // self.n_groups, 1, 1, 1)  # (B*G, heads/G, 2Ht-1, 2Wt-1)
         bias = F.grid_sample(
             table, grid, mode="bilinear", padding_mode="border", align_corners=False
         )
         return bias.view(bg // self.n_groups, self.num_heads, h * w, hk * wk)
 
+    def key_positions(self, q: Tensor, h: int, w: int) -> tuple[Tensor, Tensor | None]:
+        """(B*G, Hk', Wk', 2) fp32 sampling positions and the (Hk'·Wk',) mask of the real
+        keys, None when Hk', Wk' = Hk, Wk (see `extra_keys`)."""
+        hk, wk = self.key_grid(h, w)
+        extra = self.extra_keys()
+        offsets = self.offsets(q, h, w, extra)
+        pos = self.positions(offsets, hk, wk)
+        if self.keep_positions and not torch.compiler.is_exporting():
+            b = q.shape[0]
+            self.last_offsets = offsets.detach().view(b, self.n_groups, hk, wk, 2)
+            self.last_positions = pos.detach().view(b, self.n_groups, hk, wk, 2)
+        if not extra:
+            return pos, None
+        return pos, key_mask(hk, wk, pos.shape[1:3], pos.device)
+
     def forward_tokens(self, x: Tensor, h: int, w: int) -> Tensor:
-        b, n, c = x.shape
         q = self.q(x)
-        offsets = self.offsets(q, h, w)
-        pos = self.positions(offsets)
-        hk, wk = pos.shape[1:3]
-        self.last_offsets = offsets.detach().view(b, self.n_groups, hk, wk, 2)
-        self.last_positions = pos.detach().view(b, self.n_groups, hk, wk, 2)
-        sampled = self.sample(x, h, w, pos)
-        k, v = self.kv(sampled).chunk(2, dim=-1)
-        bias = self.rpb(h, w, pos) if self.rpb_table is not None else None
+        pos, valid = self.key_positions(q, h, w)
+        k, v = self.kv(self.sample(x, h, w, pos)).chunk(2, dim=-1)
+        bias = self.rpb(h, w, pos).to(x.dtype) if self.rpb_table is not None else None
         out = attend(
-            self.split_heads(q), self.split_heads(k), self.split_heads(v),
-            scale=self.scale, bias=bias, dropout_p=self.attn_dropout_p, reference=self.reference,
+            self.split_heads(q), self.split_heads(k), self.split_heads(v), scale=self.scale,
+            mask=valid, bias=bias, dropout_p=self.attn_dropout_p, reference=self.reference,
         )  # fmt: skip
         out = self.merge_heads(out)
         if self.dwc is not None:
