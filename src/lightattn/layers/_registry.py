@@ -58,9 +58,7 @@ def accepted_kwargs(cls: type) -> list[str] | None:
     return [p.name for p in params if p.name != "self"]
 
 
-def create_attention(
-    name: str, dim: int, num_heads: int | None = None, **kwargs
-) -> AttentionBase:
+def create_attention(name: str, dim: int, num_heads: int | None = None, **kwargs) -> AttentionBase:
     """Build the mechanism `name` mapping (B, C, H, W) -> (B, C, H, W) with C = dim.
 
     `num_heads` defaults to dim // 32 (heads of width 32, as Swin) when 32 divides dim, else 1.
