@@ -107,3 +107,15 @@ def test_small_channel_counts():
 def test_bad_arguments_raise(kwargs, words):
     with pytest.raises(ValueError, match=words):
         build("position", **kwargs)
+
+
+def test_small_maps_take_the_explicit_form_large_maps_the_fused_one():
+    """Below SMALL_MAP tokens the explicit N x N form is faster than the padded fused kernel;
+    macs() counts the path that runs (c' wide logits vs C wide)."""
+    from lightattn.layers.position import SMALL_MAP
+
+    module = lightattn.create_attention("position", 64, 2)
+    reference = lightattn.create_attention("position", 64, 2, reference=True)
+    side = int(SMALL_MAP**0.5)
+    assert module.macs(side, side) == reference.macs(side, side)
+    assert module.macs(side + 1, side + 1) > reference.macs(side + 1, side + 1)

@@ -11,7 +11,10 @@ from torch import Tensor, nn
 from ._attend import attend
 from ._base import AttentionBase
 from ._checks import check_positive_int
+from ._padding import tracing
 from ._registry import create_attention, get_attention_class, register_attention
+
+SMALL_MAP = 256
 
 
 @register_attention("position")
@@ -102,18 +105,26 @@ class PositionAttention(AttentionBase):
         if self.inner is not None:
             return self.gamma * self.inner.forward_tokens(x, h, w) + x
         q, k, v = self.query(x), self.key(x), self.value(x)  # (B, N, c'), (B, N, c'), (B, N, C)
-        if not self.reference and self.qk_dim < self.dim:
+        explicit = self.reference or self._small(h * w)
+        if not explicit and self.qk_dim < self.dim:
             # zero columns leave the logits unchanged, and equal q/k/v widths let SDPA use
             # its fused kernel (about 3x faster on CPU, no N x N matrix) instead of math
             q, k = (F.pad(t, (0, self.dim - self.qk_dim)) for t in (q, k))
-        out = attend(q, k, v, scale=1.0, dropout_p=self.attn_dropout_p, reference=self.reference)
+        out = attend(q, k, v, scale=1.0, dropout_p=self.attn_dropout_p, reference=explicit)
         return self.gamma * self.proj_drop(out) + x
+
+    @staticmethod
+    def _small(n: int) -> bool:
+        """Maps of at most SMALL_MAP tokens: the explicit N x N form beats the padded fused
+        kernel there (measured on CPU: 0.66-0.94x at 8²-16², 1.6x faster from 20² up)."""
+        return not tracing() and n <= SMALL_MAP
 
     def macs(self, h: int, w: int) -> int:
         if self.inner is not None:
             return self.inner.macs(h, w)
         n, c, cq = h * w, self.dim, self.qk_dim
-        logits_width = cq if self.reference else c  # the fast path pads q and k to C
+        explicit = self.reference or self._small(n)
+        logits_width = cq if explicit else c  # the fused path pads q and k to C
         return n * c * (2 * cq + c) + n * n * (logits_width + c)
 
     def useful_macs(self, h: int, w: int) -> int:
