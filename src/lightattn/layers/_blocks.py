@@ -58,6 +58,11 @@ class BlockLayout:
     def masked(self) -> bool:
         return not self.identity
 
+    def attended_pairs(self) -> int:
+        """Number of (real query, real key it may attend) pairs: the useful logits."""
+        allowed = self.mask()[:, 0] & self.key_valid[:, :, None] & self.key_valid[:, None, :]
+        return int(allowed.sum())
+
     def mask(self) -> Tensor:
         """(nB, 1, L, L) bool: True where a query may attend a key; a query always sees itself."""
         allowed = self.key_valid[:, None, :].expand(-1, self.length, -1)

@@ -12,6 +12,7 @@ from torch import Tensor, nn
 from . import _padding
 from ._attend import attend, block_mask
 from ._base import AttentionBase, as_map, as_tokens
+from ._blocks import block_layout
 from ._checks import check_choice, check_positive_int
 from ._padding import pad_map, round_up, valid_map, window_partition, window_reverse
 from ._registry import register_attention
@@ -271,7 +272,8 @@ class ACmix(AttentionBase):
         if self.att == "window":
             wh, ww = min(self.kernel_att, h), min(self.kernel_att, w)
             keys, padded = wh * ww, round_up(h, wh) * round_up(w, ww)
-            return self.macs(h, w) - 2 * (padded - h * w) * keys * c
+            pairs = block_layout(h, w, (wh, ww)).attended_pairs()
+            return self.macs(h, w) - 2 * (padded * keys - pairs) * c
         th, tw, hp, wp, rh, rw = self._tiles(h, w)
         computed = 2 * hp * wp * (th + 2 * rh) * (tw + 2 * rw) * c
         r = self.kernel_att // 2

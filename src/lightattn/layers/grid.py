@@ -64,6 +64,7 @@ class GridAttention(AttentionBase):
         return 4 * n * c * c + 2 * hp * wp * gh * gw * c
 
     def useful_macs(self, h: int, w: int) -> int:
-        """Padded positions left out: their query rows."""
+        """Only the (real query, real key) pairs of each position class."""
         gh, gw, _, _ = self._dims(h, w)
-        return 4 * h * w * self.dim**2 + 2 * h * w * gh * gw * self.dim
+        pairs = block_layout(h, w, (gh, gw), dilated=True).attended_pairs()
+        return 4 * h * w * self.dim**2 + 2 * pairs * self.dim

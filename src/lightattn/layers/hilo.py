@@ -161,7 +161,8 @@ class HiLoAttention(AttentionBase):
         return hifi + lofi
 
     def useful_macs(self, h: int, w: int) -> int:
-        """Padded Hi-Fi window positions left out: their query rows."""
+        """Hi-Fi: only the (real query, real key) pairs of each window."""
         wh, ww = window_dims(h, w, self.window_size)
         padded = round_up(h, wh) * round_up(w, ww)
-        return self.macs(h, w) - 2 * (padded - h * w) * wh * ww * self.hifi_dim
+        pairs = block_layout(h, w, (wh, ww)).attended_pairs()
+        return self.macs(h, w) - 2 * (padded * wh * ww - pairs) * self.hifi_dim

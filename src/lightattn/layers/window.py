@@ -133,7 +133,6 @@ class WindowAttention(AttentionBase):
         return 4 * n * c * c + 2 * padded * wh * ww * c
 
     def useful_macs(self, h: int, w: int) -> int:
-        """Padded window positions left out: their query rows."""
-        wh, ww = window_dims(h, w, self.window_size)
-        n, c = h * w, self.dim
-        return 4 * n * c * c + 2 * n * wh * ww * c
+        """Only the (real query, real key) pairs the mask allows, shift regions included."""
+        pairs = self.layout(h, w, "cpu").attended_pairs()
+        return 4 * h * w * self.dim**2 + 2 * pairs * self.dim
