@@ -22,8 +22,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from . import _padding
-from ._attend import attend
+from ._attend import attend, attend_small
 from ._padding import round_up, tracing
+
+SMALL_BLOCK = 49  # blocks of up to this many keys use attend_small (faster than SDPA on CPU)
 
 
 @dataclass(frozen=True, eq=False)
@@ -223,6 +225,8 @@ def block_attention(
     extra = _logit_offset(mask, bias, repeat)
     if reference:
         out = attend(q, k, v, scale=scale, bias=extra, dropout_p=dropout_p, reference=True)
+    elif length <= SMALL_BLOCK:
+        out = attend_small(q, k, v, scale=scale, bias=extra, dropout_p=dropout_p)
     else:
         out = attend(q, k, v, scale=scale, bias=extra, dropout_p=dropout_p)
     return out.transpose(1, 2).reshape(blocks, length, -1)

@@ -14,6 +14,13 @@ from ._padding import round_up, tracing
 from ._registry import register_attention
 
 
+def channels_last_tokens(x: Tensor) -> Tensor:
+    """(B, C, H, W) conv output -> (B, N, C): a view for a channels_last map (what a conv of
+    tokens returns), and no stride guard on the reduced size while exporting."""
+    b, c = x.shape[:2]
+    return x.permute(0, 2, 3, 1).reshape(b, -1, c)
+
+
 @register_attention("sra")
 class SpatialReductionAttention(AttentionBase):
     """Every pixel queries keys and values computed from a spatially reduced map.
@@ -93,7 +100,7 @@ class SpatialReductionAttention(AttentionBase):
         x_map = as_map(x, h, w)
         if tracing() or pad_h or pad_w:
             x_map = F.pad(x_map, (0, pad_w, 0, pad_h))
-        return self.norm(as_tokens(self.sr(x_map)))
+        return self.norm(channels_last_tokens(self.sr(x_map)))
 
     def forward_tokens(self, x: Tensor, h: int, w: int) -> Tensor:
         q = self.split_heads(self.q(x))
