@@ -184,14 +184,6 @@ def seen_keys(h: int, w: int, att: str, ka: int) -> int:
     return sum((r * c) ** 2 for r in rows for c in cols)
 
 
-ACMIX_WINDOW_PADDED_KEYS = pytest.mark.xfail(
-    strict=True,
-    reason="acmix att='window' useful_macs leaves out only the padded query rows; its "
-    "docstring says only the real pixels of the window count, so the padded keys of a "
-    "real query's partial window must be left out too",
-)
-
-
 @pytest.mark.parametrize(
     "att, hw",
     [
@@ -200,8 +192,8 @@ ACMIX_WINDOW_PADDED_KEYS = pytest.mark.xfail(
         ("sliding", (28, 28)),
         ("window", (7, 7)),
         ("window", (28, 28)),
-        pytest.param("window", (5, 9), marks=ACMIX_WINDOW_PADDED_KEYS),
-        pytest.param("window", (13, 19), marks=ACMIX_WINDOW_PADDED_KEYS),
+        ("window", (5, 9)),
+        ("window", (13, 19)),
     ],
 )
 def test_acmix_useful_macs_count_only_the_keys_each_query_may_see(att, hw):

@@ -19,8 +19,13 @@ def check_hw(hw: object) -> tuple[int, int]:
     return check_positive_int("hw[0] (H)", hw[0]), check_positive_int("hw[1] (W)", hw[1])
 
 
-def to_tokens(x: Tensor, hw: object, dim: int) -> tuple[Tensor, int, int, bool]:
-    """Validate an input and return it as (B, N, C) tokens, H, W and whether it was a map."""
+def to_tokens(
+    x: Tensor, hw: object, dim: int, contiguous: bool = True
+) -> tuple[Tensor, int, int, bool]:
+    """Validate an input and return it as (B, N, C) tokens, H, W and whether it was a map.
+
+    A map becomes contiguous tokens (one copy for NCHW) unless `contiguous` is False, when
+    an NCHW map stays a transposed view (for a mechanism whose first op copies anyway)."""
     if not isinstance(x, Tensor):
         raise ValueError(f"input must be a torch.Tensor, got {type(x).__name__}")
     if not x.is_floating_point():
@@ -35,7 +40,8 @@ def to_tokens(x: Tensor, hw: object, dim: int) -> tuple[Tensor, int, int, bool]:
             raise ValueError(f"hw={tuple(hw)} does not match the input map H, W=({h}, {w})")
         # one copy for an NCHW map, none for channels_last: every later op then sees
         # contiguous tokens (a transposed view made pooling 9x and the copies 2x slower)
-        return x.permute(0, 2, 3, 1).contiguous().view(b, h * w, c), h, w, True
+        tokens = x.permute(0, 2, 3, 1)
+        return (tokens.contiguous() if contiguous else tokens).reshape(b, h * w, c), h, w, True
     if x.dim() == 3:
         b, n, c = x.shape
         if hw is None:
@@ -84,6 +90,7 @@ class AttentionBase(nn.Module):
         self.reference = bool(reference)
 
     supports_key_padding_mask: ClassVar[bool] = False
+    contiguous_tokens: ClassVar[bool] = True  # False: a map may arrive as a transposed view
 
     def forward(
         self,
@@ -95,15 +102,12 @@ class AttentionBase(nn.Module):
         bool (B, H, W) or (B, N), True on the real pixels of each sample of a batch of
         differently sized images padded to one size; no query attends a padded pixel (the
         outputs at padded pixels are computed but meaningless)."""
-        tokens, h, w, is_map = to_tokens(x, hw, self.dim)
-        if key_padding_mask is None:
-            out = self.forward_tokens(tokens, h, w)
-        else:
-            valid = self._check_key_padding_mask(key_padding_mask, tokens)
-            out = self.forward_tokens(tokens, h, w, key_padding_mask=valid)
-        if is_map:
-            return to_map_like(out, x)
-        return out
+        tokens, h, w, is_map = to_tokens(x, hw, self.dim, self.contiguous_tokens)
+        kwargs = {}
+        if key_padding_mask is not None:
+            kwargs["key_padding_mask"] = self._check_key_padding_mask(key_padding_mask, tokens)
+        out = self.forward_tokens(tokens, h, w, **kwargs)
+        return to_map_like(out, x) if is_map else out
 
     def _check_key_padding_mask(self, mask: Tensor, tokens: Tensor) -> Tensor:
         """-> (B, N) bool on the tokens' device; ValueError for a wrong mask."""

@@ -70,6 +70,8 @@ class WindowAttention(AttentionBase):
     output it would get alone (also with `shift`).
     """
 
+    contiguous_tokens = False  # the gather into windows is the one copy a map needs
+
     def __init__(
         self,
         dim: int,
