@@ -205,3 +205,27 @@ def test_acmix_useful_macs_count_only_the_keys_each_query_may_see(att, hw):
     computed = 2 * padded * keys * m.dim
     expected = m.macs(h, w) - computed + 2 * seen_keys(h, w, att, 7) * m.dim
     assert m.useful_macs(h, w) == expected
+
+
+@pytest.mark.parametrize("hw", [(7, 7), (13, 19)], ids=ids)
+@pytest.mark.parametrize("reference", [False, True], ids=["fast", "reference"])
+def test_castling_training_branch_is_counted_while_it_runs(hw, reference):
+    """Train mode, aux weight > 0: the masked softmax branch adds 2N²C (q kᵀ and S v) on top
+    of the eval count; weight 0 or after switch_to_inference(): the branch is skipped and
+    the count is the eval count again."""
+    m = randomize_(build("castling", reference=reference))
+    h, w = hw
+    n, c = h * w, m.dim
+    x = torch.randn(1, n, c)
+    eval_macs = m.eval().macs(h, w)
+    m.train()
+    m.set_aux_weight(0.5)
+    total, _ = count(m, lambda: m(x, hw=hw))
+    assert total == eval_macs + 2 * n * n * c
+    assert m.macs(h, w) == total
+    m.set_aux_weight(0.0)
+    assert count(m, lambda: m(x, hw=hw))[0] == eval_macs == m.macs(h, w)
+    m.set_aux_weight(0.5)
+    with pytest.warns(UserWarning):
+        m.switch_to_inference()
+    assert count(m, lambda: m(x, hw=hw))[0] == eval_macs == m.macs(h, w)
