@@ -7,6 +7,13 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
+def softmax(logits: Tensor, dim: int) -> Tensor:
+    """Softmax computed in at least fp32 (fp16/bf16 logits are upcast), in the logits' dtype."""
+    if logits.dtype in (torch.float16, torch.bfloat16):
+        return logits.softmax(dim=dim, dtype=torch.float32).to(logits.dtype)
+    return logits.softmax(dim=dim)
+
+
 def attend(
     q: Tensor,
     k: Tensor,
@@ -30,7 +37,7 @@ def attend(
             logits = logits + bias
         if mask is not None:
             logits = logits.masked_fill(~mask, float("-inf"))
-        weights = logits.float().softmax(dim=-1).to(q.dtype)
+        weights = softmax(logits, dim=-1)
         if dropout_p > 0:
             weights = F.dropout(weights, p=dropout_p)
         return weights @ v
@@ -77,10 +84,7 @@ def attend_small(
     logits = torch.matmul(q, k.transpose(-2, -1)).mul_(scale)
     if bias is not None:
         logits = logits.add_(bias)
-    if logits.dtype in (torch.float16, torch.bfloat16):
-        weights = logits.softmax(dim=-1, dtype=torch.float32).to(q.dtype)
-    else:
-        weights = logits.softmax(dim=-1)
+    weights = softmax(logits, dim=-1)
     if dropout_p > 0:
         weights = F.dropout(weights, p=dropout_p)
     return torch.matmul(weights, v)

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import _padding
-from ._attend import attend, block_mask
+from ._attend import attend, block_mask, softmax
 from ._base import AttentionBase, as_map, as_tokens
 from ._blocks import block_layout
 from ._checks import check_choice, check_positive_int
@@ -197,7 +197,7 @@ class ACmix(AttentionBase):
         logits = torch.einsum("bhdn,bhdon->bhon", q, neighbours(k))
         logits = (logits + torch.einsum("bhdn,od->bhon", q, rel)) * self.scale
         logits = logits.masked_fill(~inside, float("-inf"))
-        weights = logits.float().softmax(dim=2).to(qkv.dtype)
+        weights = softmax(logits, dim=2)
         if self.attn_dropout_p > 0:
             weights = F.dropout(weights, p=self.attn_dropout_p)
         out = torch.einsum("bhon,bhdon->bhdn", weights, neighbours(v))

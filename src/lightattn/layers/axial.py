@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._attend import attend
+from ._attend import attend, softmax
 from ._base import AttentionBase
 from ._registry import register_attention
 
@@ -62,7 +62,7 @@ class AxialAttention(AttentionBase):
         col_logits = (q.transpose(2, 3) @ k.transpose(2, 3).transpose(-2, -1)).transpose(2, 3)
         self_in_col = torch.eye(h, dtype=torch.bool, device=q.device)[:, None, :]
         col_logits = col_logits.masked_fill(self_in_col, float("-inf"))  # (B, heads, H, W, H)
-        weights = torch.cat([row_logits, col_logits], dim=-1).float().softmax(-1).to(q.dtype)
+        weights = softmax(torch.cat([row_logits, col_logits], dim=-1), dim=-1)
         weights = F.dropout(weights, self.attn_dropout_p, training=self.attn_dropout_p > 0)
         row_out = weights[..., :w] @ v
         col_out = (weights[..., w:].transpose(2, 3) @ v.transpose(2, 3)).transpose(2, 3)
