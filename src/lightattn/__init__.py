@@ -1,7 +1,9 @@
 """lightattn: lightweight self-attention for vision models, behind one contract."""
 
+from . import models
 from .layers import AttentionBase, create_attention, list_attention, register_attention
 from .layers.castling import apply_aux_schedule, aux_weight_schedule, switch_to_inference
+from .models import create_model, list_models
 
 __version__ = "0.1.0"
 __all__ = [
@@ -9,7 +11,10 @@ __all__ = [
     "apply_aux_schedule",
     "aux_weight_schedule",
     "create_attention",
+    "create_model",
     "list_attention",
+    "list_models",
+    "models",
     "register_attention",
     "switch_to_inference",
 ]
