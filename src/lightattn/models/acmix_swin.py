@@ -87,5 +87,5 @@ register_model(
         "27h+9, dep_conv 82C, 2 rates = 28.65M; the README and paper print 30M); GMACs, "
         "top-1: ACmix README (4.6G, 81.9%)",
         exact=True,
-    ),  # fmt: skip
+    ),
 )

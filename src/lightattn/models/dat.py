@@ -178,7 +178,8 @@ register_model(
         28.3,
         4.56,
         82.0,
-        "DAT-T 28.3M / 4.56G (issue 10's reference; paper Table 1 "
-        "rounds to 29M, 4.6G); top-1: paper Table 1",
+        "params: the released CVPR 2022 DAT-T modules count 28.32M; GMACs 4.56G (issue 10's "
+        "reference); the paper's Table 1 rounds to 29M, 4.6G; top-1: paper Table 1",
+        exact=True,
     ),
 )

@@ -125,7 +125,7 @@ register_model(
         28.0,
         3.7,
         82.0,
-        "LITv2 paper Table 1 (LITv2-S: 28M, 3.7G, 82.0%, 1,471 img/s "
-        "on an RTX 3090 vs Swin-T 1,206)",
+        "LITv2 paper Table 1: LITv2-S 28M, 3.7G, 82.0%, 1,471 img/s on an RTX 3090 (Swin-T "
+        "1,206); the released modules count 27.84M",
     ),
 )

@@ -122,7 +122,7 @@ register_model(
         "params/GMACs: timm swin_tiny_patch4_window7_224 (28.29M, 4.49G; paper 28M, 4.5G); "
         "top-1: paper Table 1",
         exact=True,
-    ),  # fmt: skip
+    ),
 )
 register_model(
     "swin_s",
@@ -136,5 +136,5 @@ register_model(
         "params/GMACs: timm swin_small_patch4_window7_224 (49.61M, 8.74G; paper 50M, 8.7G); "
         "top-1: paper Table 1",
         exact=True,
-    ),  # fmt: skip
+    ),
 )
