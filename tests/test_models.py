@@ -182,7 +182,7 @@ def test_forward_features_is_the_normed_last_map():
 # -- attention swap ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("family", ["swin", "litv2", "dat"])
+@pytest.mark.parametrize("family", sorted(TINY))
 @pytest.mark.parametrize("mechanism", lightattn.list_attention())
 def test_every_mechanism_swaps_into_every_attention_stage(family, mechanism):
     """attn=NAME rebuilds every attention block of every stage as that mechanism (LITv2's
