@@ -8,9 +8,12 @@ import pytest
 import torch
 from helpers import build, grads, randomize_, rel_err
 from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 from torch.utils.flop_counter import FlopCounterMode
 
 import lightattn
+import lightattn.layers.deformable as deformable_module
 
 C, HEADS = 16, 2
 
@@ -161,6 +164,84 @@ def test_fast_path_matches_reference_non_default(pos, hw):
     assert rel_err(y_fast, y_ref) < 2e-5
     for a, b in zip(g_fast, g_ref, strict=True):
         assert rel_err(a, b) < 2e-5 or (a.abs().max() < 1e-6 and b.abs().max() < 1e-6)
+
+
+class LargestAllocation(TorchDispatchMode):
+    """Records the largest storage (bytes) that any op's output owns or views."""
+
+    def __init__(self):
+        super().__init__()
+        self.nbytes, self.op = 0, None
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in tree_leaves(out):
+            if isinstance(t, torch.Tensor) and t.untyped_storage().nbytes() > self.nbytes:
+                self.nbytes, self.op = t.untyped_storage().nbytes(), func
+        return out
+
+
+def test_rpb_attention_never_holds_the_whole_bias():
+    """The fast path builds the rpb bias (and its sampling grid) a chunk of query rows at a
+    time: no tensor comes near the B·heads·N·Nk floats of the whole bias (before: the whole
+    bias, and a grid of B·N·Nk·2 floats)."""
+    b, heads, hw = 2, 2, (48, 48)
+    module = randomize_(build("deformable", C, heads, stride=1, rpb_size=7), std=0.2).eval()
+    x = torch.randn(b, C, *hw)
+    n = nk = hw[0] * hw[1]
+    whole_bias = b * heads * n * nk * 4
+    with torch.no_grad(), LargestAllocation() as largest:
+        module(x)
+    assert largest.nbytes * 8 <= whole_bias, (largest.op, largest.nbytes, whole_bias)
+
+
+CHUNKINGS = {
+    # threads the module sees, query rows per chunk of RPB_CHUNK_PAIRS (None: the default)
+    "one-chunk": (1, None),
+    "chunks-of-one-row-of-one-image": (1, 1),
+    # too few images for the threads: a chunk's rows join grid_sample's batch dimension
+    "rows-as-grid-batch": (8, None),
+    "rows-as-grid-batch-two-rows-a-chunk": (8, 2),
+}
+
+
+@pytest.mark.parametrize("chunking", list(CHUNKINGS))
+@pytest.mark.parametrize("rpb_size", [3, 30, (7, 24)], ids=str)
+@pytest.mark.parametrize("hw", [(13, 19), (1, 1), (5, 3)], ids=str)
+@pytest.mark.parametrize("stride, n_groups", [(1, 1), (2, 2)])
+def test_chunked_rpb_matches_reference(chunking, rpb_size, hw, stride, n_groups, monkeypatch):
+    """Fast (the rpb bias a chunk of query rows at a time) == reference (the whole bias),
+    forward and backward, with random offsets, on maps smaller and larger than the table
+    (displacements beyond it read its border)."""
+    b = 3
+    threads, rows = CHUNKINGS[chunking]
+    monkeypatch.setattr(torch, "get_num_threads", lambda: threads)
+    if rows is not None:  # every chunk `rows` query rows of all the images a chunk must have
+        keys = -(-hw[0] // stride) * -(-hw[1] // stride)
+        images = min(b, -(-threads // n_groups))
+        pairs = rows * images * n_groups * hw[1] * keys
+        monkeypatch.setattr(deformable_module, "RPB_CHUNK_PAIRS", pairs)
+    module = build(
+        "deformable", C, 4, stride=stride, n_groups=n_groups, rpb_size=rpb_size,
+        offset_range_factor=-1, offset_kernel_size=3,
+    )  # fmt: skip
+    fast = randomize_(module, std=0.3).eval()
+    with torch.no_grad():
+        fast.offset_proj.weight.normal_(0, 2.0)  # unbounded offsets, up to the map's edge
+    ref = copy.deepcopy(fast)
+    ref.reference = True
+    chunks = []
+    rpb_rows = fast.rpb_rows
+    monkeypatch.setattr(fast, "rpb_rows", lambda *args: chunks.append(1) or rpb_rows(*args))
+    x = torch.randn(b, C, *hw)
+    y_fast, g_fast = grads(fast, x)
+    y_ref, g_ref = grads(ref, x)
+    assert len(chunks) > 1 if rows is not None and (rows == 1 or hw[0] > rows) else chunks == [1]
+    assert rel_err(y_fast, y_ref) < 1e-5
+    with torch.no_grad():  # without autograd, row chunks share a grid buffer
+        assert rel_err(fast(x), y_ref) < 1e-5
+    for got, want in zip(g_fast, g_ref, strict=True):
+        assert rel_err(got, want) < 2e-5 or max(got.abs().max(), want.abs().max()) < 1e-6
 
 
 @pytest.mark.parametrize("hw", [(13, 19), (3, 4), (20, 20)], ids=str)

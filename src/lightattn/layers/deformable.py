@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -42,6 +42,26 @@ def centre_grid(
     xs = cell_centres(hw[1], count[1], device, scale[0])
     ys, xs = torch.meshgrid(ys, xs, indexing="ij")
     return torch.stack([xs, ys], dim=-1)
+
+
+# Query-key pairs (of one batch item and offset group) per chunk of the rpb attention. A
+# chunk's sampling grid (2 floats a pair) and bias (heads / n_groups floats a pair) stay a few
+# MB: in cache, and under glibc's mmap threshold, so their memory is reused from call to call
+# rather than page-faulted afresh. At 2**20 the 56x56 map (batch 8, stride 2) runs in chunks
+# of 2 images x 11 query rows; larger chunks measured slower, smaller ones no faster.
+RPB_CHUNK_PAIRS = 2**20
+
+
+def rpb_chunk_shape(b: int, g: int, h: int, w: int, nk: int, threads: int) -> tuple[int, int]:
+    """(batch items, query rows) per chunk of the rpb attention over B x H rows of W queries
+    and nk keys: about RPB_CHUNK_PAIRS pairs, at least one row and, where the batch has
+    them, enough batch items to give every thread a share of grid_sample (it parallelises
+    over its batch dimension only)."""
+    per_row = g * w * nk
+    min_items = min(b, -(-threads // g))
+    rows = max(1, min(h, RPB_CHUNK_PAIRS // (min_items * per_row)))
+    items = max(min_items, min(b, RPB_CHUNK_PAIRS // (rows * per_row)))
+    return items, rows
 
 
 def key_mask(hk: int, wk: int, count: tuple[int, int], device: torch.device) -> Tensor:
@@ -97,6 +117,10 @@ class DeformableAttention(AttentionBase):
       displacements hit the table entries exactly); displacements beyond the table use its
       border. `pos="dwc"`: depthwise 3x3 conv of q added to the attention output.
       `pos="none"`: no position term.
+    - The fast path builds the rpb bias, and its sampling grid, a chunk of images x query
+      rows at a time (`RPB_CHUNK_PAIRS` query-key pairs, a few MB) and attends that chunk's
+      queries with it: memory O(chunk · Nk), not the B·heads·N·Nk floats of the whole bias
+      (the reference path, and torch.export, build the whole bias; same values).
 
     Reference points, offsets, sampling positions and rpb displacements are fp32 whatever the
     input dtype (in bf16 only 176 of 224 pixel centres are distinct); the map and the table
@@ -119,6 +143,11 @@ class DeformableAttention(AttentionBase):
 
     last_positions: Tensor | None
     last_offsets: Tensor | None
+
+    # an NCHW map arrives as a transposed view: `sample` reads it back as the map itself, and
+    # the q projection makes the one copy (contiguous tokens would cost a copy more, and
+    # turning them back into a map makes torch.export guard on W, refusing a dynamic W)
+    contiguous_tokens: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -227,7 +256,10 @@ class DeformableAttention(AttentionBase):
         return sampled.reshape(b, c, -1).transpose(1, 2).to(x.dtype)
 
     def rpb(self, h: int, w: int, pos: Tensor) -> Tensor:
-        """(B, heads, N, Nk) fp32 bias: the table sampled at query-minus-key displacements."""
+        """(B, heads, N, Nk) fp32 bias: the table sampled at query-minus-key displacements.
+
+        The whole bias at once: the reference path (and torch.export) use it; the fast path
+        builds the same values a chunk of query rows at a time (`rpb_rows`)."""
         bg, hk, wk, _ = pos.shape
         pos = pos.float()
         th, tw = self.rpb_size
@@ -243,6 +275,90 @@ class DeformableAttention(AttentionBase):
             table, grid, mode="bilinear", padding_mode="border", align_corners=False
         )
         return bias.view(bg // self.n_groups, self.num_heads, h * w, hk * wk)
+
+    def rpb_displacements(self, h: int, w: int, pos: Tensor) -> tuple[Tensor, Tensor]:
+        """The rpb grid's two coordinates, separately: query column minus key x
+        (B*G, W, Nk) and query row minus key y (B*G, H, Nk), fp32, in the units of `rpb`'s
+        grid (its (query, key) entry is (x[query column, key], y[query row, key]))."""
+        pos = pos.float().flatten(1, 2)  # (B*G, Nk, 2)
+        th, tw = self.rpb_size
+        sx, sy = tw / (2 * tw - 1), th / (2 * th - 1)
+        xs = cell_centres(w, w, pos.device, sx)
+        ys = cell_centres(h, h, pos.device, sy)
+        gx = xs[None, :, None] - (pos[..., 0] * sx)[:, None, :]
+        gy = ys[None, :, None] - (pos[..., 1] * sy)[:, None, :]
+        return gx, gy
+
+    def rpb_rows(
+        self, gx: Tensor, gy: Tensor, threads: int, planes: Tensor | None = None
+    ) -> Tensor:
+        """(b, heads, R*W, Nk) fp32 bias of R query rows of b batch items from their
+        displacements gx (b*G, W, Nk) and gy (b*G, R, Nk): `rpb` restricted to those rows
+        (the same grid, the same grid_sample, so the same values). `planes`: a buffer
+        (2, b*G, R' >= R, W, Nk) whose x plane already holds gx, to write the y plane in."""
+        bg, rows, nk = gy.shape
+        w, g = gx.shape[1], self.n_groups
+        th, tw = self.rpb_size
+        table = self.rpb_table.float().view(g, -1, 2 * th - 1, 2 * tw - 1)
+        shape = (bg, rows, w, nk)
+        # the grid as x and y planes seen as (..., 2): 3x faster to write than interleaved
+        # pairs (and 5x faster copied plane by plane than by torch.stack), and grid_sample
+        # reads it as fast
+        if planes is None:
+            planes = gx.new_empty(2, *shape)
+            planes[0].copy_(gx[:, None].expand(shape))
+        else:
+            planes = planes[:, :, :rows]
+        planes[1].copy_(gy[:, :, None].expand(shape))
+        grid = planes.permute(1, 2, 3, 4, 0)
+        if bg >= threads or rows == 1:
+            table = table.repeat(bg // g, 1, 1, 1)  # (b*G, heads/G, 2Ht-1, 2Wt-1)
+            bias = F.grid_sample(
+                table, grid.flatten(1, 2), mode="bilinear",
+                padding_mode="border", align_corners=False,
+            )  # fmt: skip
+            return bias.view(bg // g, self.num_heads, rows * w, nk)
+        # too few batch items to share among the threads: rows join the batch dimension (the
+        # one grid_sample parallelises over), then move behind the heads
+        table = table[None, :, None].expand(bg // g, g, rows, *table.shape[1:])
+        bias = F.grid_sample(
+            table.reshape(bg * rows, *table.shape[3:]), grid.flatten(0, 1),
+            mode="bilinear", padding_mode="border", align_corners=False,
+        )  # fmt: skip
+        bias = bias.view(bg // g, g, rows, -1, w * nk).transpose(2, 3)
+        return bias.reshape(bg // g, self.num_heads, rows * w, nk)
+
+    def attend_rpb(self, q: Tensor, k: Tensor, v: Tensor, pos: Tensor, h: int, w: int) -> Tensor:
+        """Attention with the rpb bias for q (B, heads, N, d), k, v (B, heads, Nk, d) and the
+        key positions pos (B*G, Hk, Wk, 2) -> (B, heads, N, d), a chunk of batch items and
+        query rows at a time (`rpb_chunk_shape`): no (B, heads, N, Nk) bias, nor an
+        (N, Nk, 2) grid, exists at once."""
+        b, g, nk = q.shape[0], self.n_groups, k.shape[2]
+        gx, gy = self.rpb_displacements(h, w, pos)
+        threads = torch.get_num_threads()
+        items, rows = rpb_chunk_shape(b, g, h, w, nk, threads)
+        scale, drop = self.scale, self.attn_dropout_p
+        out = []
+        # without autograd, the row chunks of a batch chunk share one grid buffer: its x
+        # plane (the same for every row) is written once
+        reuse = rows < h and not (torch.is_grad_enabled() and gx.requires_grad)
+        for b0 in range(0, b, items):
+            b1 = min(b, b0 + items)
+            batch = slice(b0 * g, b1 * g)
+            planes = None
+            if reuse:
+                planes = gx.new_empty(2, (b1 - b0) * g, rows, w, nk)
+                planes[0].copy_(gx[batch, None].expand(planes.shape[1:]))
+            for r0 in range(0, h, rows):
+                r1 = min(h, r0 + rows)
+                bias = self.rpb_rows(gx[batch], gy[batch, r0:r1], threads, planes)
+                qc, kc, vc = q[b0:b1, :, r0 * w : r1 * w], k[b0:b1], v[b0:b1]
+                out.append(attend(qc, kc, vc, scale=scale, bias=bias, dropout_p=drop))
+        if len(out) == 1:
+            return out[0]
+        per_item = -(-h // rows)
+        rows_cat = [torch.cat(out[i : i + per_item], dim=2) for i in range(0, len(out), per_item)]
+        return torch.cat(rows_cat, dim=0)
 
     def key_positions(self, q: Tensor, h: int, w: int) -> tuple[Tensor, Tensor | None]:
         """(B*G, Hk', Wk', 2) fp32 sampling positions and the (Hk'·Wk',) mask of the real
@@ -263,11 +379,15 @@ class DeformableAttention(AttentionBase):
         q = self.q(x)
         pos, valid = self.key_positions(q, h, w)
         k, v = self.kv(self.sample(x, h, w, pos)).chunk(2, dim=-1)
-        bias = self.rpb(h, w, pos).to(x.dtype) if self.rpb_table is not None else None
-        out = attend(
-            self.split_heads(q), self.split_heads(k), self.split_heads(v), scale=self.scale,
-            mask=valid, bias=bias, dropout_p=self.attn_dropout_p, reference=self.reference,
-        )  # fmt: skip
+        qh, kh, vh = self.split_heads(q), self.split_heads(k), self.split_heads(v)
+        if self.rpb_table is not None and not self.reference and not torch.compiler.is_exporting():
+            out = self.attend_rpb(qh, kh, vh, pos, h, w)
+        else:  # the reference path; torch.export too (the chunk loop is over traced sizes)
+            bias = self.rpb(h, w, pos).to(x.dtype) if self.rpb_table is not None else None
+            out = attend(
+                qh, kh, vh, scale=self.scale, mask=valid, bias=bias,
+                dropout_p=self.attn_dropout_p, reference=self.reference,
+            )  # fmt: skip
         out = self.merge_heads(out)
         if self.dwc is not None:
             out = out + self.dwc(as_map(q, h, w)).flatten(2).transpose(1, 2)
