@@ -238,7 +238,7 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
 def build_parser() -> Parser:
     """`lightattn` with its subcommands `bench` and `list`."""
     parser = Parser(prog="lightattn", description="Lightweight self-attention for vision.")
-    sub = parser.add_subparsers(dest="command", metavar="{bench,list}", parser_class=Parser)
+    sub = parser.add_subparsers(dest="command", metavar="{bench,list,models}", parser_class=Parser)
     bench = sub.add_parser(
         "bench",
         help="benchmark the registered mechanisms",
@@ -251,4 +251,17 @@ def build_parser() -> Parser:
         "--heads", type=positive_int, help="heads (default: the library's, dim // 32 or 1)"
     )
     listing.add_argument("--json", action="store_true")
+    models = sub.add_parser(
+        "models", help="the named backbones: params, GMACs, published figures, img/s here"
+    )
+    models.add_argument("names", nargs="*", metavar="NAME", help="models (default: all)")
+    models.add_argument("--size", type=positive_int, default=224, help="image side (224)")
+    models.add_argument(
+        "--batch", type=positive_int, nargs="+", default=[1, 32], help="batch sizes (1 32)"
+    )
+    models.add_argument("--no-time", action="store_true", help="sizes only, no timing")
+    models.add_argument("--min-runs", type=positive_int, default=3)
+    models.add_argument("--min-time", type=positive_float, default=1.0)
+    models.add_argument("--threads", type=positive_int, help="torch threads (default: torch's)")
+    models.add_argument("--json", action="store_true")
     return parser

@@ -24,7 +24,13 @@ def main(argv: list[str] | None = None) -> int:
             from . import list_cmd
 
             return list_cmd.run(args)
-        raise UsageError("lightattn: error: choose a command: bench, list (see lightattn -h)")
+        if args.command == "models":
+            from . import models_cmd
+
+            return models_cmd.run(args)
+        raise UsageError(
+            "lightattn: error: choose a command: bench, list, models (see lightattn -h)"
+        )
     except UsageError as err:
         return fail(str(err))
     except BenchError as err:
