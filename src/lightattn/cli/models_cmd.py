@@ -30,7 +30,8 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         sys.stdout.write(json.dumps(rows, indent=2) + "\n")
         return 0
-    Console(file=sys.stdout).print(table(rows, args))
+    width = None if sys.stdout.isatty() else 120  # files and pipes get every column whole
+    Console(file=sys.stdout, width=width).print(table(rows, args))
     return 0
 
 
