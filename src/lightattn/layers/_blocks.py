@@ -36,7 +36,9 @@ class BlockLayout:
     padded position (the gather appends one fill row). `inverse` (N,): the block-ordered
     position of each source token. `key_valid` (nB, L): False on padded positions.
     `region` (nB, L) Swin region labels, or None without a shift. `identity`: the layout is
-    a plain partition of a divisible, unshifted map (no gather, no mask needed).
+    a plain partition of a divisible, unshifted map (no gather, no mask needed). `padded`:
+    some positions are padding (always True while tracing). `masks`: the additive masks
+    made so far, per dtype.
     """
 
     h: int
