@@ -58,10 +58,6 @@ class BlockLayout:
     def length(self) -> int:
         return self.block[0] * self.block[1]
 
-    @property
-    def masked(self) -> bool:
-        return not self.identity
-
     def attended_pairs(self) -> int:
         """Number of (real query, real key it may attend) pairs: the useful logits."""
         allowed = self.mask()[:, 0] & self.key_valid[:, :, None] & self.key_valid[:, None, :]
@@ -160,7 +156,7 @@ def _additive(mask: Tensor, dtype: torch.dtype) -> Tensor:
 
 def additive_mask(layout: BlockLayout, dtype: torch.dtype) -> Tensor | None:
     """(nB, 1, L, L) 0 / -inf mask of `layout` in `dtype`, or None when nothing is masked."""
-    if not layout.masked:
+    if layout.identity:
         return None
     if tracing():
         return _additive(layout.mask(), dtype)

@@ -8,12 +8,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from . import _padding
 from ._attend import attend
 from ._base import AttentionBase, as_map, as_tokens
 from ._blocks import BlockLayout, block_attention, block_layout, from_blocks, to_blocks
 from ._checks import check_positive_int
-from ._padding import round_up, tracing, valid_map, window_partition
+from ._padding import round_up, tracing
 from ._registry import register_attention
 from .window import window_dims
 
@@ -24,25 +23,10 @@ def check_alpha(alpha: object) -> float:
     return float(alpha)
 
 
-def pooled_windows_reference(x: Tensor, wh: int, ww: int) -> Tensor:
-    """(B, H, W, C) -> (B, nWin, C): mean of the real pixels of each wh x ww window.
-
-    The map is padded with `_padding.PAD_FILL`; the padded pixels are removed with a mask
-    before the sum and are not counted in the divisor.
-    """
-    b, h, w, c = x.shape
-    hp, wp = round_up(h, wh), round_up(w, ww)
-    windows = window_partition(_padding.pad_map(x, hp - h, wp - w), wh, ww)  # (B*nWin, L, C)
-    valid = window_partition(valid_map(h, w, hp, wp, x.device), wh, ww)  # (nWin, L, 1)
-    valid = valid.repeat(b, 1, 1)
-    total = torch.where(valid, windows, torch.zeros_like(windows)).sum(dim=1)
-    count = valid.sum(dim=1).to(x.dtype)
-    return (total / count).view(b, -1, c)
-
-
-def pooled_windows_gathered(x: Tensor, layout: BlockLayout) -> Tensor:
+def pooled_windows(x: Tensor, layout: BlockLayout) -> Tensor:
     """(B, N, C) -> (B, nB, C): the mean of the real pixels of each block of `layout`, as
-    a weighted sum of the gathered blocks (no pooling op, whose output strides would tie
+    a weighted sum of the gathered blocks: padded pixels get weight 0 and are not counted.
+    The reference path, and the export path (no pooling op, whose output strides would tie
     the export to the map size)."""
     b, _, c = x.shape
     blocks = to_blocks(x, layout).view(b, -1, layout.length, c)
@@ -126,10 +110,8 @@ class HiLoAttention(AttentionBase):
         if self.window_size == 1:
             return x
         wh, ww = window_dims(h, w, self.window_size)
-        if self.reference:
-            return pooled_windows_reference(x.view(x.shape[0], h, w, -1), wh, ww)
-        if tracing():
-            return pooled_windows_gathered(x, block_layout(h, w, (wh, ww), device=x.device))
+        if self.reference or tracing():
+            return pooled_windows(x, block_layout(h, w, (wh, ww), device=x.device))
         # ceil mode clips a border window to the map and divides by its real pixel count
         return as_tokens(F.avg_pool2d(as_map(x, h, w), (wh, ww), ceil_mode=True))
 
