@@ -8,6 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from ._checks import check_heads, check_positive_int, check_probability
+from ._layout import channel_first
 
 
 def check_hw(hw: object) -> tuple[int, int]:
@@ -91,6 +92,9 @@ class AttentionBase(nn.Module):
 
     supports_key_padding_mask: ClassVar[bool] = False
     contiguous_tokens: ClassVar[bool] = True  # False: a map may arrive as a transposed view
+    # True: the projections take a large NCHW map's channel-first view and write the output
+    # in its layout (`_layout.linear_in` / `linear_out`), so the map costs no extra copy
+    fuses_layout: ClassVar[bool] = False
 
     def forward(
         self,
@@ -102,12 +106,17 @@ class AttentionBase(nn.Module):
         bool (B, H, W) or (B, N), True on the real pixels of each sample of a batch of
         differently sized images padded to one size; no query attends a padded pixel (the
         outputs at padded pixels are computed but meaningless)."""
-        tokens, h, w, is_map = to_tokens(x, hw, self.dim, self.contiguous_tokens)
+        tokens, h, w, is_map = to_tokens(x, hw, self.dim, contiguous=False)
+        if is_map and self.contiguous_tokens and not self._keeps_view(tokens):
+            tokens = tokens.contiguous()
         kwargs = {}
         if key_padding_mask is not None:
             kwargs["key_padding_mask"] = self._check_key_padding_mask(key_padding_mask, tokens)
         out = self.forward_tokens(tokens, h, w, **kwargs)
         return to_map_like(out, x) if is_map else out
+
+    def _keeps_view(self, tokens: Tensor) -> bool:
+        return self.fuses_layout and not self.reference and channel_first(tokens)
 
     def _check_key_padding_mask(self, mask: Tensor, tokens: Tensor) -> Tensor:
         """-> (B, N) bool on the tokens' device; ValueError for a wrong mask."""

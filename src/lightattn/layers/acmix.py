@@ -14,6 +14,7 @@ from ._attend import attend, block_mask, softmax
 from ._base import AttentionBase, as_map, as_tokens
 from ._blocks import block_layout
 from ._checks import check_choice, check_positive_int
+from ._layout import linear_in, linear_out
 from ._padding import pad_map, round_up, valid_map, window_partition, window_reverse
 from ._registry import register_attention
 
@@ -103,6 +104,8 @@ class ACmix(AttentionBase):
     unfold of k_att² neighbours. MACs = 4NC² + 3NC·kc² + NC·kc⁴ + attention, where
     attention is 2·Np·Lhalo·C (sliding fast path, Np padded tokens) or 2·Np·L·C (window).
     """
+
+    fuses_layout = True
 
     def __init__(
         self,
@@ -241,7 +244,7 @@ class ACmix(AttentionBase):
         return as_tokens(self.dep_conv(as_map(shifted_inputs, h, w)))
 
     def forward_tokens(self, x: Tensor, h: int, w: int) -> Tensor:
-        qkv = self.qkv(x)
+        qkv = linear_in(self.qkv, x)
         if self.att == "window":
             attn = self._window(qkv, h, w)
         elif self.reference:
@@ -249,7 +252,7 @@ class ACmix(AttentionBase):
         else:
             attn = self._sliding_fast(qkv, h, w)
         out = self.rate_att * attn + self.rate_conv * self._conv(qkv, h, w)
-        return self.proj_drop(self.proj(out))
+        return self.proj_drop(linear_out(self.proj, out, x))
 
     def macs(self, h: int, w: int) -> int:
         n, c, d, kc = h * w, self.dim, self.head_dim, self.kernel_conv

@@ -8,6 +8,7 @@ from torch import Tensor, nn
 
 from ._attend import attend, softmax
 from ._base import AttentionBase
+from ._layout import linear_in, linear_out
 from ._registry import register_attention
 
 
@@ -30,6 +31,8 @@ class AxialAttention(AttentionBase):
     the reference path is full attention under a row-or-column mask.
     """
 
+    fuses_layout = True
+
     def __init__(
         self,
         dim: int,
@@ -44,7 +47,7 @@ class AxialAttention(AttentionBase):
         self.proj = nn.Linear(dim, dim)
 
     def forward_tokens(self, x: Tensor, h: int, w: int) -> Tensor:
-        q, k, v = self.split_qkv(self.qkv(x))  # (B, heads, N, d)
+        q, k, v = self.split_qkv(linear_in(self.qkv, x))  # (B, heads, N, d)
         if self.reference:
             mask = criss_cross_mask(h, w, x.device)
             out = attend(
@@ -53,7 +56,7 @@ class AxialAttention(AttentionBase):
             )  # fmt: skip
         else:
             out = self._criss_cross(q, k, v, h, w).flatten(2, 3)
-        return self.proj_drop(self.proj(self.merge_heads(out)))
+        return self.proj_drop(linear_out(self.proj, self.merge_heads(out), x))
 
     def _criss_cross(self, q: Tensor, k: Tensor, v: Tensor, h: int, w: int) -> Tensor:
         b, heads, _, d = q.shape

@@ -12,6 +12,7 @@ from torch import Tensor, nn
 
 from ._base import AttentionBase, as_map, as_tokens
 from ._checks import check_positive_int
+from ._layout import linear_in, linear_out
 from ._registry import register_attention
 
 NORM_EPS = 1e-6
@@ -104,6 +105,8 @@ class CastlingAttention(AttentionBase):
     branch's softmax weights (the only attention matrix; the mask is taken before
     dropout); the linear path forms none.
     """
+
+    fuses_layout = True
 
     def __init__(
         self,
@@ -202,14 +205,14 @@ class CastlingAttention(AttentionBase):
 
     def forward_tokens(self, x: Tensor, h: int, w: int) -> Tensor:
         b, n, c = x.shape
-        qkv = self.qkv(x)
+        qkv = linear_in(self.qkv, x)
         q, k, v = qkv.view(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         out = self._linear_angular(q, k, v)
         if self.aux_active:
             out = out + self._aux_branch(q, k, v)
         out = self.merge_heads(unit(out).to(x.dtype))
         out = out + as_tokens(self.dwconv(as_map(qkv[..., 2 * c :], h, w)))
-        return self.proj_drop(self.proj(out))
+        return self.proj_drop(linear_out(self.proj, out, x))
 
     def macs(self, h: int, w: int) -> int:
         """Cost of a forward in the current mode: the auxiliary branch's 2N²C is counted

@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from ._attend import attend
 from ._base import AttentionBase, as_map
 from ._checks import check_choice, check_positive_int
+from ._layout import linear_in, linear_out
 from ._registry import register_attention
 
 
@@ -148,6 +149,8 @@ class DeformableAttention(AttentionBase):
     # the q projection makes the one copy (contiguous tokens would cost a copy more, and
     # turning them back into a map makes torch.export guard on W, refusing a dynamic W)
     contiguous_tokens: ClassVar[bool] = False
+
+    fuses_layout = True
 
     def __init__(
         self,
@@ -376,7 +379,7 @@ class DeformableAttention(AttentionBase):
         return pos, key_mask(hk, wk, pos.shape[1:3], pos.device)
 
     def forward_tokens(self, x: Tensor, h: int, w: int) -> Tensor:
-        q = self.q(x)
+        q = linear_in(self.q, x)
         pos, valid = self.key_positions(q, h, w)
         k, v = self.kv(self.sample(x, h, w, pos)).chunk(2, dim=-1)
         qh, kh, vh = self.split_heads(q), self.split_heads(k), self.split_heads(v)
@@ -391,7 +394,7 @@ class DeformableAttention(AttentionBase):
         out = self.merge_heads(out)
         if self.dwc is not None:
             out = out + self.dwc(as_map(q, h, w)).flatten(2).transpose(1, 2)
-        return self.proj_drop(self.proj(out))
+        return self.proj_drop(linear_out(self.proj, out, x))
 
     def macs(self, h: int, w: int) -> int:
         hk, wk = self.key_grid(h, w)

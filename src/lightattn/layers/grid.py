@@ -9,6 +9,7 @@ from torch import Tensor, nn
 from ._base import AttentionBase
 from ._blocks import block_attention, block_layout, from_blocks, to_blocks
 from ._checks import check_positive_int
+from ._layout import linear_in, linear_out
 from ._padding import round_up
 from ._registry import register_attention
 from .window import window_dims
@@ -25,6 +26,8 @@ class GridAttention(AttentionBase):
     Any H, W: each side is padded to a multiple of g (a side shorter than g uses g = side)
     and padded keys are masked. MACs = 4NC² + 2·Np·g²·C, Np the padded token count.
     """
+
+    fuses_layout = True
 
     def __init__(
         self,
@@ -51,12 +54,16 @@ class GridAttention(AttentionBase):
     def forward_tokens(self, x: Tensor, h: int, w: int) -> Tensor:
         gh, gw, _, _ = self._dims(h, w)
         layout = block_layout(h, w, (gh, gw), dilated=True, device=x.device)
-        qkv = to_blocks(self.qkv(x), layout) if layout.padded else self.qkv(to_blocks(x, layout))
+        qkv = (
+            to_blocks(linear_in(self.qkv, x), layout)
+            if layout.padded
+            else self.qkv(to_blocks(x, layout))
+        )
         out = block_attention(
             qkv, layout, self.num_heads, scale=self.scale, dropout_p=self.attn_dropout_p,
             reference=self.reference,
         )  # fmt: skip
-        return self.proj_drop(self.proj(from_blocks(out, layout)))
+        return self.proj_drop(linear_out(self.proj, from_blocks(out, layout), x))
 
     def macs(self, h: int, w: int) -> int:
         gh, gw, hp, wp = self._dims(h, w)

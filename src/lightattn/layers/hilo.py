@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -12,6 +11,7 @@ from ._attend import attend
 from ._base import AttentionBase, as_map, as_tokens
 from ._blocks import BlockLayout, block_attention, block_layout, from_blocks, to_blocks
 from ._checks import check_positive_int
+from ._layout import cat_channels, linear_in, linear_out
 from ._padding import round_up, tracing
 from ._registry import register_attention
 from .window import window_dims
@@ -56,6 +56,8 @@ class HiLoAttention(AttentionBase):
     Lo-Fi NC·Cl + 2MC·Cl + 2NM·Cl + N·Cl² (the paper's formula).
     """
 
+    fuses_layout = True
+
     def __init__(
         self,
         dim: int,
@@ -99,11 +101,12 @@ class HiLoAttention(AttentionBase):
     def hifi(self, x: Tensor, h: int, w: int) -> Tensor:
         """(B, N, C) -> (B, N, Ch): attention inside windows, padded keys masked."""
         layout = block_layout(h, w, window_dims(h, w, self.window_size), device=x.device)
+        qkv = to_blocks(linear_in(self.hifi_qkv, x), layout)
         out = block_attention(
-            to_blocks(self.hifi_qkv(x), layout), layout, self.hifi_heads, scale=self.scale,
+            qkv, layout, self.hifi_heads, scale=self.scale,
             dropout_p=self.attn_dropout_p, reference=self.reference,
         )  # fmt: skip
-        return self.hifi_proj(from_blocks(out, layout))
+        return linear_out(self.hifi_proj, from_blocks(out, layout), x)
 
     def pool(self, x: Tensor, h: int, w: int) -> Tensor:
         """(B, N, C) -> (B, M, C): ws x ws window means of the real pixels (ws = 1: x)."""
@@ -117,13 +120,13 @@ class HiLoAttention(AttentionBase):
 
     def lofi(self, x: Tensor, h: int, w: int) -> Tensor:
         """(B, N, C) -> (B, N, Cl): every pixel attends to the pooled map."""
-        q = self._split(self.lofi_q(x), self.lofi_heads)
-        k, v = self.split_kv(self.lofi_kv(self.pool(x, h, w)), self.lofi_heads)
+        q = self._split(linear_in(self.lofi_q, x), self.lofi_heads)
+        k, v = self.split_kv(linear_in(self.lofi_kv, self.pool(x, h, w)), self.lofi_heads)
         out = attend(
             q, k, v,
             scale=self.scale, dropout_p=self.attn_dropout_p, reference=self.reference,
         )  # fmt: skip
-        return self.lofi_proj(self.merge_heads(out))
+        return linear_out(self.lofi_proj, self.merge_heads(out), x)
 
     def forward_tokens(self, x: Tensor, h: int, w: int) -> Tensor:
         parts = []
@@ -131,7 +134,7 @@ class HiLoAttention(AttentionBase):
             parts.append(self.hifi(x, h, w))
         if self.lofi_heads > 0:
             parts.append(self.lofi(x, h, w))
-        return self.proj_drop(torch.cat(parts, dim=-1) if len(parts) > 1 else parts[0])
+        return self.proj_drop(cat_channels(parts))
 
     def macs(self, h: int, w: int) -> int:
         n, c, ch, cl = h * w, self.dim, self.hifi_dim, self.lofi_dim

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ._base import AttentionBase
+from ._layout import linear_in, linear_out
 from ._registry import register_attention
 
 
@@ -30,6 +31,8 @@ class LinearAttention(AttentionBase):
     1/N (the ratio is unchanged) so that fp16 sums over large maps stay finite; `eps` is added
     to the normaliser φ(q_i)ᵀ mean_j φ(k_j).
     """
+
+    fuses_layout = True
 
     def __init__(
         self,
@@ -56,7 +59,7 @@ class LinearAttention(AttentionBase):
     def forward_tokens(
         self, x: Tensor, h: int, w: int, key_padding_mask: Tensor | None = None
     ) -> Tensor:
-        q, k, v = self.split_qkv(self.qkv(x))
+        q, k, v = self.split_qkv(linear_in(self.qkv, x))
         # keys scaled by 1/N: the ratio is unchanged and fp16 sums over N do not overflow
         q, k = feature_map(q), feature_map(k) / k.shape[-2]
         if key_padding_mask is not None:
@@ -68,7 +71,7 @@ class LinearAttention(AttentionBase):
             kv = k.transpose(-2, -1) @ v  # (B, heads, d, d)
             norm = q @ k.sum(dim=-2, keepdim=True).transpose(-2, -1)  # (B, heads, N, 1)
             out = (q @ kv) / (norm + self.eps)
-        return self.proj_drop(self.proj(self.merge_heads(out)))
+        return self.proj_drop(linear_out(self.proj, self.merge_heads(out), x))
 
     def macs(self, h: int, w: int) -> int:
         n, c = h * w, self.dim

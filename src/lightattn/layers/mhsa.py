@@ -6,6 +6,7 @@ from torch import Tensor, nn
 
 from ._attend import attend
 from ._base import AttentionBase
+from ._layout import linear_in, linear_out
 from ._registry import register_attention
 
 
@@ -19,6 +20,8 @@ class MultiHeadSelfAttention(AttentionBase):
     """
 
     supports_key_padding_mask = True
+
+    fuses_layout = True
 
     def __init__(
         self,
@@ -36,13 +39,13 @@ class MultiHeadSelfAttention(AttentionBase):
     def forward_tokens(
         self, x: Tensor, h: int, w: int, key_padding_mask: Tensor | None = None
     ) -> Tensor:
-        q, k, v = self.split_qkv(self.qkv(x))
+        q, k, v = self.split_qkv(linear_in(self.qkv, x))
         mask = None if key_padding_mask is None else key_padding_mask[:, None, None, :]
         out = attend(
             q, k, v, scale=self.scale, mask=mask, dropout_p=self.attn_dropout_p,
             reference=self.reference,
         )  # fmt: skip
-        return self.proj_drop(self.proj(self.merge_heads(out)))
+        return self.proj_drop(linear_out(self.proj, self.merge_heads(out), x))
 
     def macs(self, h: int, w: int) -> int:
         n, c = h * w, self.dim

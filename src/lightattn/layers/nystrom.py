@@ -10,6 +10,7 @@ from torch import Tensor, nn
 from ._attend import attend
 from ._base import AttentionBase
 from ._checks import check_positive_int
+from ._layout import linear_in, linear_out
 from ._registry import register_attention
 
 
@@ -56,6 +57,8 @@ class NystromAttention(AttentionBase):
     `attn_drop` drops the final N x m weights in both paths.
     """
 
+    fuses_layout = True
+
     def __init__(
         self,
         dim: int,
@@ -77,7 +80,7 @@ class NystromAttention(AttentionBase):
         return {"num_landmarks": self.num_landmarks, "pinv_iterations": self.pinv_iterations}
 
     def forward_tokens(self, x: Tensor, h: int, w: int) -> Tensor:
-        q, k, v = self.split_qkv(self.qkv(x))
+        q, k, v = self.split_qkv(linear_in(self.qkv, x))
         m = min(self.num_landmarks, x.shape[1])
         q_land, k_land = segment_means(q, m), segment_means(k, m)
         middle = (q_land @ k_land.transpose(-2, -1) * self.scale).float().softmax(-1)
@@ -89,7 +92,7 @@ class NystromAttention(AttentionBase):
             out = attend(
                 q, k_land, landmark_values, scale=self.scale, dropout_p=self.attn_dropout_p
             )
-        return self.proj_drop(self.proj(self.merge_heads(out)))
+        return self.proj_drop(linear_out(self.proj, self.merge_heads(out), x))
 
     def _reference(self, q, k, v, q_land, k_land, middle_inv) -> Tensor:
         def softmax_weights(a: Tensor, b: Tensor) -> Tensor:

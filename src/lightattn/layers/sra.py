@@ -10,6 +10,7 @@ from torch import Tensor, nn
 from ._attend import attend
 from ._base import AttentionBase, as_map, as_tokens
 from ._checks import check_choice, check_positive_int
+from ._layout import linear_in, linear_out
 from ._padding import round_up, tracing
 from ._registry import register_attention
 
@@ -41,6 +42,8 @@ class SpatialReductionAttention(AttentionBase):
     sr_ratio = 1 without pool_size is plain mhsa. MACs = NC² (q) + 2·Nr·C² (kv) + the
     reduction conv + 2·N·Nr·C + NC² (proj), Nr the reduced token count.
     """
+
+    fuses_layout = True
 
     def __init__(
         self,
@@ -103,13 +106,13 @@ class SpatialReductionAttention(AttentionBase):
         return self.norm(channels_last_tokens(self.sr(x_map)))
 
     def forward_tokens(self, x: Tensor, h: int, w: int) -> Tensor:
-        q = self.split_heads(self.q(x))
-        k, v = self.split_kv(self.kv(self.reduce(x, h, w)))
+        q = self.split_heads(linear_in(self.q, x))
+        k, v = self.split_kv(linear_in(self.kv, self.reduce(x, h, w)))
         out = attend(
             q, k, v,
             scale=self.scale, dropout_p=self.attn_dropout_p, reference=self.reference,
         )  # fmt: skip
-        return self.proj_drop(self.proj(self.merge_heads(out)))
+        return self.proj_drop(linear_out(self.proj, self.merge_heads(out), x))
 
     def macs(self, h: int, w: int) -> int:
         rh, rw = self.reduced_size(h, w)

@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from ._base import AttentionBase
 from ._blocks import BlockLayout, block_attention, block_layout, from_blocks, to_blocks
 from ._checks import check_positive_int
+from ._layout import linear_in, linear_out
 from ._padding import round_up, tracing
 from ._registry import register_attention
 
@@ -72,6 +73,8 @@ class WindowAttention(AttentionBase):
 
     contiguous_tokens = False  # the gather into windows is the one copy a map needs
 
+    fuses_layout = True
+
     def __init__(
         self,
         dim: int,
@@ -120,13 +123,17 @@ class WindowAttention(AttentionBase):
     ) -> Tensor:
         layout = self.layout(h, w, x.device)
         # move the C-wide input rather than the 3C-wide qkv, unless padding would be projected
-        qkv = to_blocks(self.qkv(x), layout) if layout.padded else self.qkv(to_blocks(x, layout))
+        qkv = (
+            to_blocks(linear_in(self.qkv, x), layout)
+            if layout.padded
+            else self.qkv(to_blocks(x, layout))
+        )
         out = block_attention(
             qkv, layout, self.num_heads, scale=self.scale,
             bias=self._bias(*layout.block, x.device), key_valid=key_padding_mask,
             dropout_p=self.attn_dropout_p, reference=self.reference,
         )  # fmt: skip
-        return self.proj_drop(self.proj(from_blocks(out, layout)))
+        return self.proj_drop(linear_out(self.proj, from_blocks(out, layout), x))
 
     def macs(self, h: int, w: int) -> int:
         wh, ww = window_dims(h, w, self.window_size)
