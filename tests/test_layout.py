@@ -9,7 +9,13 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import lightattn
-from lightattn.layers._layout import cat_channels, channel_first, linear_in, linear_out
+from lightattn.layers._layout import (
+    cat_channels,
+    channel_first,
+    conv_channels_last,
+    linear_in,
+    linear_out,
+)
 
 NAMES = lightattn.list_attention()
 FUSED = [n for n in NAMES if build(n).fuses_layout]
@@ -120,3 +126,19 @@ def test_cat_channels_keeps_a_channel_first_layout():
     out = cat_channels([a, b])
     torch.testing.assert_close(out, torch.cat([a, b], dim=-1))
     assert out.transpose(1, 2).is_contiguous()
+
+
+def test_conv_channels_last_caches_the_weight_until_it_changes():
+    conv = nn.Conv2d(8, 8, 2, stride=2)
+    x = torch.randn(2, 8, 6, 6).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        torch.testing.assert_close(conv_channels_last(conv, x), conv(x))
+        first = conv._channels_last_weight[1]
+        conv_channels_last(conv, x)
+        assert conv._channels_last_weight[1] is first
+        conv.weight.mul_(2)
+        torch.testing.assert_close(conv_channels_last(conv, x), conv(x))
+    assert conv._channels_last_weight[1] is not first
+    y = conv_channels_last(conv, x)  # with grad: the parameter itself, so it trains
+    y.sum().backward()
+    assert conv.weight.grad is not None

@@ -220,13 +220,13 @@ def block_attention(
         mask, repeat = additive_mask(layout, q.dtype), blocks // layout.n_blocks
     else:
         mask, repeat = _additive(_sample_mask(layout, key_valid), q.dtype), 1
-    extra = _logit_offset(mask, bias, repeat)
-    if reference:
-        out = attend(q, k, v, scale=scale, bias=extra, dropout_p=dropout_p, reference=True)
-    elif length <= SMALL_BLOCK:
+    if length <= SMALL_BLOCK and not reference:
+        # eager: the per-block offset is periodic over the samples, added without a repeat
+        extra = _logit_offset(mask, bias, repeat if tracing() else 1)
         out = attend_small(q, k, v, scale=scale, bias=extra, dropout_p=dropout_p)
     else:
-        out = attend(q, k, v, scale=scale, bias=extra, dropout_p=dropout_p)
+        extra = _logit_offset(mask, bias, repeat)
+        out = attend(q, k, v, scale=scale, bias=extra, dropout_p=dropout_p, reference=reference)
     return out.transpose(1, 2).reshape(blocks, length, -1)
 
 

@@ -68,3 +68,26 @@ def cat_channels(parts: list[Tensor]) -> Tensor:
     if all(p.stride(1) == 1 and p.stride(2) == p.shape[1] for p in parts):
         return torch.cat([p.transpose(1, 2) for p in parts], dim=1).transpose(1, 2)
     return torch.cat(parts, dim=-1)
+
+
+def conv_channels_last(conv: nn.Conv2d, x: Tensor) -> Tensor:
+    """`conv(x)`; for a channels_last `x` at inference, with a cached channels_last copy of
+    the weight (oneDNN otherwise reorders the weight on every call: ~0.15 ms per MB here)."""
+    weight = conv.weight
+    if (
+        type(conv) is not nn.Conv2d
+        or type(weight) is not nn.Parameter
+        or conv._forward_hooks
+        or conv._forward_pre_hooks
+        or tracing()
+        or (weight.requires_grad and torch.is_grad_enabled())
+        or x.is_contiguous()
+        or not x.is_contiguous(memory_format=torch.channels_last)
+    ):
+        return conv(x)
+    key = (weight.data_ptr(), weight._version, weight.dtype, weight.device)
+    cached = getattr(conv, "_channels_last_weight", None)
+    if cached is None or cached[0] != key:
+        cached = (key, weight.detach().contiguous(memory_format=torch.channels_last))
+        conv._channels_last_weight = cached
+    return conv._conv_forward(x, cached[1], conv.bias)

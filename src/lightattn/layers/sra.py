@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from ._attend import attend
 from ._base import AttentionBase, as_map, as_tokens
 from ._checks import check_choice, check_positive_int
-from ._layout import linear_in, linear_out
+from ._layout import conv_channels_last, linear_in, linear_out
 from ._padding import round_up, tracing
 from ._registry import register_attention
 
@@ -103,7 +103,7 @@ class SpatialReductionAttention(AttentionBase):
         x_map = as_map(x, h, w)
         if tracing() or pad_h or pad_w:
             x_map = F.pad(x_map, (0, pad_w, 0, pad_h))
-        return self.norm(channels_last_tokens(self.sr(x_map)))
+        return self.norm(channels_last_tokens(conv_channels_last(self.sr, x_map)))
 
     def forward_tokens(self, x: Tensor, h: int, w: int) -> Tensor:
         q = self.split_heads(linear_in(self.q, x))
