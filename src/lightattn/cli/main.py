@@ -7,6 +7,7 @@ import sys
 import time
 
 from ..bench.machine import BenchError
+from . import train_cmd
 from .args import UsageError, build_parser
 
 
@@ -14,6 +15,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of `lightattn` and `python -m lightattn`; returns the exit code."""
     started = time.perf_counter()
     parser = build_parser()
+    train_cmd.register(parser)
     try:
         args = parser.parse_args(argv)
         if args.command == "bench":
@@ -28,8 +30,11 @@ def main(argv: list[str] | None = None) -> int:
             from . import models_cmd
 
             return models_cmd.run(args)
+        if args.command in ("train", "eval", "compare"):
+            return train_cmd.run(args)
         raise UsageError(
-            "lightattn: error: choose a command: bench, list, models (see lightattn -h)"
+            "lightattn: error: choose a command: bench, list, models, train, eval, compare "
+            "(see lightattn -h)"
         )
     except UsageError as err:
         return fail(str(err))
