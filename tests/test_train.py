@@ -204,3 +204,29 @@ def test_an_existing_run_is_not_overwritten(tmp_path, capsys):
     train(cfg)
     assert main(base_args(tmp_path, "digits", out="run")) == 2
     assert "already holds a run" in capsys.readouterr().err
+
+
+def test_bf16_autocast_trains(tmp_path):
+    summary = train(tiny_config(tmp_path, amp="bf16", max_steps=3))
+    assert summary["steps"] == 3
+    assert all(torch.isfinite(v).all() for v in weights(Path(tmp_path / "run")).values())
+
+
+def test_compare_trains_every_mechanism_the_same_and_marks_the_front(tmp_path):
+    from lightattn.train.compare import compare, pareto
+
+    base = tiny_config(
+        tmp_path, data="pathfinder", out=str(tmp_path / "cmp"), model_kwargs={},
+        pathfinder_counts={"train": 64, "val": 32, "test": 32}, max_steps=2,
+    )  # fmt: skip
+    result = compare(base, "mhsa,hilo", budget_minutes=5, latency_batch=2)
+    assert [r["attn"] for r in result["rows"]] == ["mhsa", "hilo"]
+    assert {r["steps"] for r in result["rows"]} == {2}
+    for name in ("compare.md", "compare.json", "compare.png"):
+        assert (tmp_path / "cmp" / name).is_file()
+    rows = [
+        {"attn": "a", "test_acc": 0.9, "ms": 2.0},
+        {"attn": "b", "test_acc": 0.8, "ms": 1.0},
+        {"attn": "c", "test_acc": 0.7, "ms": 3.0},  # dominated by both
+    ]
+    assert pareto(rows, "ms") == {"a", "b"}

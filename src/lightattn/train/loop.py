@@ -51,6 +51,15 @@ def load_data(cfg: TrainConfig) -> DataBundle:
     )  # fmt: skip
 
 
+def check_tensorboard() -> None:
+    try:
+        import tensorboard  # noqa: F401
+    except ImportError as err:
+        raise ValueError(
+            "--tensorboard needs the tensorboard package: pip install 'lightattn[tensorboard]'"
+        ) from err
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -146,6 +155,8 @@ class Trainer:
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         self._check_out_dir()
+        if cfg.tensorboard:
+            check_tensorboard()
         seed_everything(cfg.seed)
         self.data: DataBundle = self._load_data()
         self.img_size = self.data.img_size
