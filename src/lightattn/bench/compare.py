@@ -1,5 +1,5 @@
-"""Compare a run with an earlier results.json: time ratio new/old per (mechanism, size), and
-the noise-aware rule of --fail-if-slower."""
+"""Compare a run with an earlier results.json: time ratio new/old per (mechanism, size), or
+per (model, batch, size) for whole models, and the noise-aware rule of --fail-if-slower."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from .machine import BenchError
-from .results import Row
+from .results import AnyRow, row_key
 
 COMPARED_SETTINGS = (
     "dim", "heads", "batch", "dtype", "device", "mode", "compile", "layout", "kwargs",
@@ -45,12 +45,13 @@ def load_results(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def old_times(old: dict[str, Any]) -> dict[tuple[str, int, int], OldTime]:
-    """(mechanism, H, W) -> the earlier run's times of its measured rows."""
+def old_times(old: dict[str, Any]) -> dict[tuple[Any, ...], OldTime]:
+    """The case (`row_key`: (mechanism, H, W), or a whole model's with its batch) -> the
+    earlier run's times of its measured rows."""
     out = {}
     for r in old["rows"]:
         try:
-            key = (str(r["mechanism"]), int(r["h"]), int(r["w"]))
+            key = row_key(r)
             t = r.get("time_ms")
         except (KeyError, TypeError, ValueError):
             continue
@@ -64,12 +65,12 @@ def is_positive(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
 
 
-def apply_compare(rows: list[Row], old: dict[str, Any]) -> int:
+def apply_compare(rows: list[AnyRow], old: dict[str, Any]) -> int:
     """Set each row's compare_ratio (new median / old median); the number of rows compared."""
     times = old_times(old)
     count = 0
     for r in rows:
-        t_old = times.get((r.mechanism, r.h, r.w))
+        t_old = times.get(r.key)
         if t_old and r.time_ms:
             r.compare_ratio = r.time_ms / t_old.median
             count += 1
@@ -91,20 +92,20 @@ def as_json(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
 
 
-def lost_cases(rows: list[Row], old: dict[str, Any]) -> list[Row]:
+def lost_cases(rows: list[AnyRow], old: dict[str, Any]) -> list[AnyRow]:
     """Rows measured in the earlier run but skipped or failed in this one."""
     times = old_times(old)
-    return [r for r in rows if r.status != "ok" and (r.mechanism, r.h, r.w) in times]
+    return [r for r in rows if r.status != "ok" and r.key in times]
 
 
-def slower_than(rows: list[Row], old: dict[str, Any], pct: float) -> list[Row]:
+def slower_than(rows: list[AnyRow], old: dict[str, Any], pct: float) -> list[AnyRow]:
     """Rows that are slower beyond the noise of both runs: the new median exceeds the old
     median by more than `pct` percent and the old run's slowest time, and the new run's
     fastest time exceeds the old median (a few slow runs alone do not count)."""
     times = old_times(old)
     out = []
     for r in rows:
-        t_old = times.get((r.mechanism, r.h, r.w))
+        t_old = times.get(r.key)
         if t_old is None or not r.time_ms:
             continue
         fastest = r.min_ms if r.min_ms is not None else r.time_ms

@@ -13,7 +13,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from .results import BASELINE, BenchResult, Row
+from .results import BASELINE, AnyRow, BenchResult, ModelRow
 
 
 @dataclass(frozen=True)
@@ -22,7 +22,7 @@ class Column:
     wrapped) or text, and whether the compact (default) table shows it."""
 
     header: str
-    cell: Callable[[Row], str]
+    cell: Callable[[Any], str]
     numeric: bool = True
     compact: bool = True
 
@@ -59,6 +59,24 @@ COLUMNS: list[Column] = [
     Column(f"vs {BASELINE}", lambda r: fmt_ratio(r.vs_baseline)),
 ]
 COMPARE_COLUMN = Column("new/old", lambda r: fmt_ratio(r.compare_ratio))
+# `lightattn bench --models`: one row per (model, batch, size)
+MODEL_COLUMNS: list[Column] = [
+    Column("model", lambda r: r.model, numeric=False),
+    Column("batch", lambda r: str(r.batch)),
+    Column("size", lambda r: r.size, numeric=False),
+    Column("img/s", lambda r: fmt_num(r.images_per_s)),
+    Column("img/s min–max", lambda r: fmt_range(r.min_images_per_s, r.max_images_per_s)),
+    Column("ms", lambda r: fmt_num(r.time_ms)),
+    Column("min", lambda r: fmt_num(r.min_ms), compact=False),
+    Column("max", lambda r: fmt_num(r.max_ms), compact=False),
+    Column("±IQR", lambda r: fmt_num(r.iqr_ms), compact=False),
+    Column("runs", lambda r: str(r.runs) if r.runs else "", compact=False),
+    Column("peak MB", lambda r: fmt_num(mb(r.peak_mem_bytes))),
+    Column("params", lambda r: f"{r.params / 1e6:.2f}M"),
+    Column("GMACs/img", lambda r: fmt_num(giga(r.macs_per_image))),
+    Column("GFLOP/s", lambda r: fmt_num(r.gflops), compact=False),
+    Column("%GEMM", lambda r: fmt_pct(r.gemm_fraction)),
+]
 
 
 def fmt_num(value: float | None) -> str:
@@ -72,6 +90,13 @@ def fmt_num(value: float | None) -> str:
     if value >= 1:
         return f"{value:.2f}"
     return f"{value:.3g}"
+
+
+def fmt_range(low: float | None, high: float | None) -> str:
+    """ "low–high" with fmt_num; empty when not measured."""
+    if low is None or high is None:
+        return ""
+    return f"{fmt_num(low)}–{fmt_num(high)}"
 
 
 def fmt_count(value: int) -> str:
@@ -90,16 +115,17 @@ def fmt_ratio(value: float | None) -> str:
     return "" if value is None else f"{value:.2f}×"
 
 
-def columns(rows: list[Row], wide: bool = False) -> list[Column]:
-    """The table's columns (all with `wide`, else the compact set); new/old only when a
-    comparison was made. The note column is added by the callers."""
-    cols = [c for c in COLUMNS if wide or c.compact]
+def columns(rows: list[AnyRow], wide: bool = False) -> list[Column]:
+    """The table's columns (all with `wide`, else the compact set; a whole-model run's own);
+    new/old only when a comparison was made. The note column is added by the callers."""
+    base = MODEL_COLUMNS if any(isinstance(r, ModelRow) for r in rows) else COLUMNS
+    cols = [c for c in base if wide or c.compact]
     if any(r.compare_ratio is not None for r in rows):
         cols.append(COMPARE_COLUMN)
     return cols
 
 
-def footnotes(rows: list[Row]) -> dict[str, int]:
+def footnotes(rows: list[AnyRow]) -> dict[str, int]:
     """Each distinct note -> its footnote number, in the order of the rows."""
     numbers: dict[str, int] = {}
     for r in rows:
@@ -112,8 +138,13 @@ def footnote_lines(notes: dict[str, int]) -> list[str]:
     return [f"[{number}] {note}" for note, number in notes.items()]
 
 
-def header_lines(result: BenchResult) -> list[str]:
-    """Lines describing the machine, the settings, the GEMM rate and the columns."""
+def is_models(result: BenchResult) -> bool:
+    """Whether `result` is a run of whole models (`lightattn bench --models`)."""
+    return "models" in result.config
+
+
+def machine_line(result: BenchResult) -> str:
+    """The machine, torch and the GEMM rate: the first header line of both kinds of run."""
     m, c, g = result.machine, result.config, result.gemm
     rates = [
         f"{d} {g[d + '_gflops']:.1f} GFLOP/s ({g[d + '_size']}³)"
@@ -121,10 +152,53 @@ def header_lines(result: BenchResult) -> list[str]:
     ]
     rate = "GEMM " + ", ".join(rates) + " (median, best of start/end)"
     where = m.get("gpu") or m["cpu"]
+    load_text = load_line(m) if is_models(result) else ""
+    return (
+        f"{where}, {m['usable_cores']} cores, {m['threads']} torch threads, "
+        f"torch {m['torch']}, {m['device']}, {m['dtype']}; {rate}{load_text}"
+    )
+
+
+# a whole-model run's mode, by its `backward` setting
+MODEL_MODES = {
+    False: "eval mode, forward under inference mode",
+    True: "train mode, forward+backward",
+}
+
+
+def load_line(machine: dict[str, Any]) -> str:
+    """ "; load average A at start, B at end" (1-minute averages, those known)."""
+    loads = [
+        f"{machine[f'load_average_at_{when}'][0]:g} at {when}"
+        for when in ("start", "end")
+        if machine.get(f"load_average_at_{when}")
+    ]
+    return f"; load average {', '.join(loads)}" if loads else ""
+
+
+def model_header_lines(result: BenchResult) -> list[str]:
+    """The header of a whole-model run: machine, settings, what the columns mean."""
+    c, m = result.config, result.machine
+    batches = ", ".join(str(b) for b in c["batches"])
+    return [
+        machine_line(result),
+        f"models in {MODEL_MODES[bool(c['backward'])]}, batch {batches}, layout {c['layout']}"
+        f"{', torch.compile' if c['compile'] else ''}; {m['date']}; "
+        f"wall {result.wall_seconds:.1f} s",
+        f"ms: one call on the whole batch, median of at least {c['min_runs']} runs and "
+        f"{c['min_time']:g} s (min/max in --wide); img/s: batch / median, min–max from the "
+        "slowest and fastest run; GMACs/img: model.macs(H, W)",
+    ]
+
+
+def header_lines(result: BenchResult) -> list[str]:
+    """Lines describing the machine, the settings, the GEMM rate and the columns."""
+    if is_models(result):
+        return model_header_lines(result)
+    m, c = result.machine, result.config
     heads = f"{c['heads']} heads" + (" (default: dim // 32)" if c.get("heads_default") else "")
     return [
-        f"{where}, {m['usable_cores']} cores, {m['threads']} torch threads, "
-        f"torch {m['torch']}, {m['device']}, {m['dtype']}; {rate}",
+        machine_line(result),
         f"C={c['dim']}, {heads}, batch {c['batch']}, {c['mode']}, "
         f"layout {c.get('layout', 'nchw')}{', torch.compile' if c['compile'] else ''}; "
         f"{m['date']}; wall {result.wall_seconds:.1f} s",
@@ -136,8 +210,9 @@ def header_lines(result: BenchResult) -> list[str]:
 def rich_table(result: BenchResult, wide: bool = False) -> Table:
     """The terminal table, one section per size; numbers never wrap, notes are footnote
     numbers."""
+    title = "lightattn bench --models" if is_models(result) else "lightattn bench"
     table = Table(
-        title="lightattn bench", caption="\n".join(header_lines(result)), caption_justify="left",
+        title=title, caption="\n".join(header_lines(result)), caption_justify="left",
         box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True,
     )  # fmt: skip
     cols = columns(result.rows, wide)
@@ -147,15 +222,20 @@ def rich_table(result: BenchResult, wide: bool = False) -> Table:
         )
     table.add_column("note", justify="right", no_wrap=True)
     notes = footnotes(result.rows)
-    size = None
+    section = None
     for r in result.rows:
-        if size is not None and r.size != size:
+        if section is not None and section_of(r) != section:
             table.add_section()
-        size = r.size
+        section = section_of(r)
         style = "dim" if r.status != "ok" else None
         mark = f"[{notes[r.note]}]" if r.note else ""
         table.add_row(*(col.cell(r) for col in cols), mark, style=style)
     return table
+
+
+def section_of(row: AnyRow) -> tuple[int, str]:
+    """The rows of one table section share this: the size (and a model row's batch)."""
+    return (row.batch if isinstance(row, ModelRow) else 0, row.size)
 
 
 def print_table(result: BenchResult, console: Console, wide: bool = False) -> None:
@@ -181,7 +261,7 @@ def markdown(result: BenchResult, wide: bool = False) -> str:
     return "\n".join(lines) + "\n"
 
 
-def csv_row(row: Row) -> dict[str, Any]:
+def csv_row(row: AnyRow) -> dict[str, Any]:
     out = row.as_dict()
     out["settings"] = ";".join(f"{k}={v}" for k, v in row.settings.items())
     return out
@@ -203,7 +283,7 @@ def to_json(result: BenchResult) -> str:
 
 def write_outputs(result: BenchResult, out: Path, wide: bool = False) -> list[Path]:
     """results.csv, results.json, results.md (the compact or, with `wide`, the full table)
-    and the plots in `out`; the paths written."""
+    and, for a layer run, the plots in `out`; the paths written."""
     from .plots import write_plots
 
     out.mkdir(parents=True, exist_ok=True)
@@ -211,4 +291,4 @@ def write_outputs(result: BenchResult, out: Path, wide: bool = False) -> list[Pa
     write_csv(result, paths[0])
     paths[1].write_text(to_json(result) + "\n", encoding="utf-8")
     paths[2].write_text(markdown(result, wide), encoding="utf-8")
-    return paths + write_plots(result, out)
+    return paths if is_models(result) else paths + write_plots(result, out)

@@ -3,6 +3,7 @@ columns filled in from the measurements."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -132,8 +133,110 @@ class Row:
     def size(self) -> str:
         return f"{self.h}x{self.w}"
 
+    @property
+    def key(self) -> tuple[Any, ...]:
+        """The case, as --compare matches it with a row of an earlier run (row_key)."""
+        return (self.mechanism, self.h, self.w)
+
+    @property
+    def case(self) -> str:
+        """The case in words, for messages."""
+        return f"{self.mechanism} {self.size}"
+
     def as_dict(self) -> dict[str, Any]:
         return {"size": self.size, **asdict(self)}
+
+
+@dataclass
+class ModelBenchConfig(BenchConfig):
+    """A run of whole named models (`lightattn bench --models`): every (model, batch, size)
+    is a case, timed like a layer (eval and inference mode, or train mode and forward +
+    backward with `backward`) on random (batch, in_chans, H, W) images. The layer settings
+    (attn, dim, heads, batch, variants, kwargs) are not used and there is no reference path.
+    `factories`: name -> a function building that model (instead of `create_model(name)`),
+    e.g. a small model in a test."""
+
+    models: list[str] = field(default_factory=list)
+    batches: list[int] = field(default_factory=lambda: [1, 32])
+    sizes: list[tuple[int, int]] = field(default_factory=lambda: [(224, 224)])
+    reference: bool = False
+    max_case_seconds: float = 120.0
+    time_budget: float = 900.0
+    factories: dict[str, Callable[[], Any]] = field(default_factory=dict)
+
+
+# the fields of a ModelBenchConfig that results.json holds
+MODEL_CONFIG_FIELDS = (
+    "models", "sizes", "batches", "dtype", "device", "backward", "compile", "layout",
+    "min_time", "min_runs", "max_case_seconds", "max_memory_gb", "time_budget", "threads",
+    "seed",
+)  # fmt: skip
+
+
+@dataclass
+class ModelRow:
+    """One (model, batch, size) case of a whole model. Times in ms per call (the whole
+    batch), memory in bytes; `macs_per_image` is `model.macs(H, W)` (what it computes for one
+    image), `macs` that × batch; GFLOP/s and %GEMM are from `macs`."""
+
+    model: str
+    family: str
+    batch: int
+    h: int
+    w: int
+    dtype: str
+    device: str
+    mode: str
+    compiled: bool
+    layout: str
+    params: int
+    macs_per_image: int | None
+    macs: int | None
+    settings: dict[str, Any] = field(default_factory=dict)
+    status: str = "ok"
+    note: str = ""
+    time_ms: float | None = None
+    min_ms: float | None = None
+    max_ms: float | None = None
+    q1_ms: float | None = None
+    q3_ms: float | None = None
+    iqr_ms: float | None = None
+    runs: int = 0
+    images_per_s: float | None = None
+    min_images_per_s: float | None = None
+    max_images_per_s: float | None = None
+    gflops: float | None = None
+    gemm_fraction: float | None = None
+    peak_mem_bytes: int | None = None
+    compare_ratio: float | None = None
+
+    @property
+    def size(self) -> str:
+        return f"{self.h}x{self.w}"
+
+    @property
+    def key(self) -> tuple[Any, ...]:
+        """The case, as --compare matches it with a row of an earlier run (row_key)."""
+        return ("model", self.model, self.batch, self.h, self.w)
+
+    @property
+    def case(self) -> str:
+        """The case in words, for messages."""
+        return f"{self.model} batch {self.batch} {self.size}"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"size": self.size, **asdict(self)}
+
+
+AnyRow = Row | ModelRow  # a row of either kind of run
+
+
+def row_key(row: dict[str, Any]) -> tuple[Any, ...]:
+    """The `key` of a results.json row (KeyError, TypeError or ValueError when malformed):
+    a whole model's row has a `model` field, a layer row a `mechanism`."""
+    if "model" in row:
+        return ("model", str(row["model"]), int(row["batch"]), int(row["h"]), int(row["w"]))
+    return (str(row["mechanism"]), int(row["h"]), int(row["w"]))
 
 
 @dataclass
@@ -172,14 +275,7 @@ class BenchResult:
 
 def fill_row(row: Row, fast: PathResult, ref: PathResult | None, config: BenchConfig) -> None:
     """Put the two paths' measurements and the derived rates into the row."""
-    notes = []
-    if fast.timing is not None:
-        fill_fast(row, fast, config)
-        if fast.compile_seconds is not None:
-            notes.append(f"compile {fast.compile_seconds:.1f} s")
-    else:
-        row.status = "skipped" if fast.skipped else "error"
-        notes.append(fast.skipped or fast.error or "")
+    notes = fill_path(row, fast, config)
     if ref is not None and ref.timing is not None:
         t = ref.timing
         row.ref_time_ms, row.ref_iqr_ms = t.median * 1e3, t.iqr * 1e3
@@ -195,17 +291,46 @@ def fill_row(row: Row, fast: PathResult, ref: PathResult | None, config: BenchCo
     row.note = "; ".join(n for n in notes if n)
 
 
-def fill_fast(row: Row, fast: PathResult, config: BenchConfig) -> None:
-    """The fast path's times and the rates derived from them."""
+def fill_path(row: AnyRow, fast: PathResult, config: BenchConfig) -> list[str]:
+    """The fast path's measurement into the row, or its status when it did not run; the
+    notes it gives (why not, or the compile time)."""
+    if fast.timing is None:
+        row.status = "skipped" if fast.skipped else "error"
+        return [fast.skipped or fast.error or ""]
+    if isinstance(row, ModelRow):
+        fill_model(row, fast, config)
+    else:
+        fill_fast(row, fast, config)
+    if fast.compile_seconds is not None:
+        return [f"compile {fast.compile_seconds:.1f} s"]
+    return []
+
+
+def fill_times(row: AnyRow, fast: PathResult) -> Timing:
+    """The times of a measured path, images per second and peak memory into the row."""
     t = fast.timing
     row.time_ms, row.min_ms, row.max_ms = t.median * 1e3, t.best * 1e3, t.worst * 1e3
     row.q1_ms, row.q3_ms, row.iqr_ms, row.runs = t.q1 * 1e3, t.q3 * 1e3, t.iqr * 1e3, t.runs
     row.images_per_s = row.batch / t.median
     row.peak_mem_bytes = fast.mem_bytes
+    return t
+
+
+def fill_fast(row: Row, fast: PathResult, config: BenchConfig) -> None:
+    """The fast path's times and the rates derived from them."""
+    t = fill_times(row, fast)
     if row.useful_macs:
         row.gflops = config.flops_per_mac * row.useful_macs / t.median / 1e9
     if row.macs:
         row.computed_gflops = config.flops_per_mac * row.macs / t.median / 1e9
+
+
+def fill_model(row: ModelRow, fast: PathResult, config: BenchConfig) -> None:
+    """A whole model's times, its img/s range (slowest and fastest run) and GFLOP/s."""
+    t = fill_times(row, fast)
+    row.min_images_per_s, row.max_images_per_s = row.batch / t.worst, row.batch / t.best
+    if row.macs:
+        row.gflops = config.flops_per_mac * row.macs / t.median / 1e9
 
 
 def add_baseline_ratios(rows: list[Row]) -> None:
@@ -216,7 +341,7 @@ def add_baseline_ratios(rows: list[Row]) -> None:
             r.vs_baseline = base[r.size] / r.time_ms
 
 
-def add_gemm_fractions(rows: list[Row], gemm_gflops: float) -> None:
+def add_gemm_fractions(rows: list[AnyRow], gemm_gflops: float) -> None:
     """gemm_fraction = achieved GFLOP/s / this machine's GEMM GFLOP/s."""
     for r in rows:
         if r.gflops is not None:
@@ -230,5 +355,14 @@ def config_dict(config: BenchConfig) -> dict[str, Any]:
     out["mode"] = config.mode
     out["heads"] = config.resolved_heads
     out["heads_default"] = config.heads is None
+    out["threads"] = config.threads or torch.get_num_threads()
+    return out
+
+
+def model_config_dict(config: ModelBenchConfig) -> dict[str, Any]:
+    """A whole-model run's configuration as stored in results.json."""
+    out: dict[str, Any] = {k: getattr(config, k) for k in MODEL_CONFIG_FIELDS}
+    out["sizes"] = [f"{h}x{w}" for h, w in config.sizes]
+    out["mode"] = config.mode
     out["threads"] = config.threads or torch.get_num_threads()
     return out

@@ -139,11 +139,19 @@ def make_call(
 
 
 def make_input(
-    config: BenchConfig, batch: int, h: int, w: int, device: torch.device, dtype: torch.dtype
+    config: BenchConfig,
+    batch: int,
+    h: int,
+    w: int,
+    device: torch.device,
+    dtype: torch.dtype,
+    channels: int | None = None,
 ) -> tuple[torch.Tensor, tuple[int, int] | None]:
-    """A random input in the configured layout and the hw to pass with it (tokens only)."""
+    """A random input in the configured layout and the hw to pass with it (tokens only),
+    with `channels` channels (default: the configured dim)."""
     gen = torch.Generator().manual_seed(config.seed)
-    x = torch.randn(batch, config.dim, h, w, generator=gen).to(device=device, dtype=dtype)
+    chans = config.dim if channels is None else channels
+    x = torch.randn(batch, chans, h, w, generator=gen).to(device=device, dtype=dtype)
     if config.layout == "tokens":
         return x.flatten(2).transpose(1, 2).contiguous(), (h, w)
     if config.layout == "channels_last":
@@ -166,7 +174,7 @@ class Runner:
         self.device = check_device(config.device)
         self.dtype = check_dtype(config.dtype, self.device)
         self.timer = timer or make_timer(self.device)
-        self.modules = build_modules(config, self.device, self.dtype)
+        self.modules = self.build()
         self.ref_modules = self._reference_modules() if config.reference else {}
         if config.compile:
             self._compile()
@@ -174,6 +182,10 @@ class Runner:
         self.gemm: dict[str, Any] = {}
         self.gemm_seconds = 0.0
         peak_memory(lambda: None, self.device)  # the profiler's one-time start-up, not timed
+
+    def build(self) -> dict[str, nn.Module]:
+        """Row label -> module in the benchmark's dtype, device and mode."""
+        return build_modules(self.config, self.device, self.dtype)
 
     def _reference_modules(self) -> dict[str, nn.Module]:
         refs = {}
@@ -224,6 +236,24 @@ class Runner:
         sizes = sorted(dict.fromkeys(self.config.sizes), key=lambda s: (s[0] * s[1], s))
         return [(name, size) for size in sizes for name in self.modules]
 
+    def case_label(self, case: tuple[str, tuple[int, int]]) -> tuple[str, tuple[int, int]]:
+        """(label, size) of a case from `cases()`, for progress callbacks."""
+        name, size = case
+        return name, size
+
+    def finish(self, rows: list[Row]) -> None:
+        """The columns that need every row: the ratio to the baseline and %GEMM."""
+        add_baseline_ratios(rows)
+        add_gemm_fractions(rows, self.gemm_flops / 1e9)
+
+    def config_dict(self) -> dict[str, Any]:
+        """The configuration as stored in results.json."""
+        return config_dict(self.config)
+
+    def end_facts(self) -> dict[str, Any]:
+        """Machine facts taken at the end of the run, added to results.json's (none here)."""
+        return {}
+
     def run_case(self, name: str, size: tuple[int, int]) -> Row:
         """Measure one case on both paths and return its row."""
         row = self._new_row(name, *size)
@@ -264,16 +294,36 @@ class Runner:
         rule uses this path's own MACs (the reference path often computes more) and its own
         history."""
         module = self.path_module(name, path)
-        history = self.history.setdefault((name, path), [])
         h, w = size
-        macs = batch_macs(unwrap(module), h, w, self.config.batch)
+        batch = self.config.batch
+
+        def make() -> Callable[[], object]:
+            x, hw = self._input(batch, h, w)
+            return make_call(module, x, self.config.backward, hw)
+
+        return self.measure(
+            (name, path), h * w, batch_macs(unwrap(module), h, w, batch), make,
+            lambda history: self._probe(module, history, h, w),
+        )  # fmt: skip
+
+    def measure(
+        self,
+        key: tuple[str, str],
+        tokens: int,
+        macs: int | None,
+        make: Callable[[], Callable[[], object]],
+        probe: Callable[[list[Point]], None],
+    ) -> PathResult:
+        """Time and profile one call unless the skip rule says no. `key` names the history
+        the skip rule extrapolates from, `tokens` and `macs` are the call's work, `make()`
+        builds the call (only when it runs) and `probe(history)` seeds an empty history."""
+        history = self.history.setdefault(key, [])
         if not history:
-            self._probe(module, history, h, w)
-        reason = self.skip_reason(history, h * w, macs)
+            probe(history)
+        reason = self.skip_reason(history, tokens, macs)
         if reason:
             return PathResult(skipped=reason)
-        x, hw = self._input(self.config.batch, h, w)
-        call = make_call(module, x, self.config.backward, hw)
+        call = make()
         compiled = self._compile_call(call)
         if isinstance(compiled, PathResult):
             return compiled
@@ -288,8 +338,8 @@ class Runner:
             return PathResult(skipped=str(slow))
         except Exception as err:  # a mechanism failing at a size is a result, not a crash
             return PathResult(error="error: " + first_line(err))
-        history[:] = [p for p in history if p.tokens != h * w]  # the probe at this size
-        history.append(Point(h * w, timing.best, mem, macs or 0))
+        history[:] = [p for p in history if p.tokens != tokens]  # the probe at this size
+        history.append(Point(tokens, timing.best, mem, macs or 0))
         return PathResult(timing=timing, mem_bytes=mem, compile_seconds=compiled)
 
     def _compile_call(self, call: Callable[[], object]) -> float | None | PathResult:
@@ -362,12 +412,13 @@ def batch_macs(module: nn.Module, h: int, w: int, batch: int, useful: bool = Fal
         return None
 
 
-def probe_sizes(h: int, w: int) -> list[tuple[int, int]]:
-    """Map sizes of the batch-1 probes before the first size of a path."""
-    if h * w <= PROBE_TOKENS[-1]:
+def probe_sizes(h: int, w: int, targets: tuple[int, ...] = PROBE_TOKENS) -> list[tuple[int, int]]:
+    """Map sizes of the batch-1 probes before the first size of a path: (h, w) itself when
+    it has at most targets[-1] tokens, else about each of `targets` tokens, same aspect."""
+    if h * w <= targets[-1]:
         return [(h, w)]
     out = []
-    for target in PROBE_TOKENS:
+    for target in targets:
         f = math.sqrt(target / (h * w))
         out.append((max(1, round(h * f)), max(1, round(w * f))))
     return out
@@ -398,13 +449,13 @@ def run_benchmark(
     machine = machine_info(runner.device, config.dtype)
     cases = runner.cases()
     rows = []
-    for i, (name, size) in enumerate(cases):
+    for i, case in enumerate(cases):
         if on_case is not None:
-            on_case(i, len(cases), name, size)
-        rows.append(runner.run_case(name, size))
+            on_case(i, len(cases), *runner.case_label(case))
+        rows.append(runner.run_case(*case))
     gemm = runner.measure_gemm("end")
-    add_baseline_ratios(rows)
-    add_gemm_fractions(rows, runner.gemm_flops / 1e9)
-    result = BenchResult(machine, config_dict(config), gemm, rows)
+    machine.update(runner.end_facts())
+    runner.finish(rows)
+    result = BenchResult(machine, runner.config_dict(), gemm, rows)
     result.wall_seconds = time.perf_counter() - runner.started
     return result

@@ -10,9 +10,10 @@ from typing import Any, NoReturn
 
 from ..bench.machine import DTYPES
 from ..bench.presets import PRESETS
-from ..bench.results import LAYOUTS, BenchConfig
+from ..bench.results import LAYOUTS, BenchConfig, ModelBenchConfig
 
 DEFAULT = BenchConfig()
+MODEL_DEFAULT = ModelBenchConfig()
 
 SIZE_RE = re.compile(r"^\s*(-?\d+)\s*(?:[xX×]\s*(-?\d+))?\s*$")
 LABEL_RE = re.compile(r"^[^\s:=]+$")
@@ -116,11 +117,22 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
         "variant window+shift; mhsa is always added as the baseline)",
     )
     what.add_argument(
+        "--models",
+        nargs="+",
+        metavar="NAME",
+        help="time whole named models instead of layers (`all`: every one of "
+        "`lightattn models`), at each --batch and --sizes (default: batch "
+        + " ".join(str(b) for b in MODEL_DEFAULT.batches)
+        + ", size "
+        + " ".join(f"{h}x{w}" for h, w in MODEL_DEFAULT.sizes)
+        + ")",
+    )
+    what.add_argument(
         "--sizes",
         nargs="+",
         type=parse_size,
         metavar="SIZE",
-        help="map sizes: S (S×S) or HxW (default: "
+        help="map sizes (image sizes with --models): S (S×S) or HxW (default: "
         + " ".join(f"{h}x{w}" for h, w in DEFAULT.sizes)
         + ")",
     )
@@ -130,7 +142,12 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
         type=positive_int,
         help="heads (default: the library's, dim // 32 when 32 divides dim, else 1)",
     )
-    what.add_argument("--batch", type=positive_int, help=f"batch size (default {DEFAULT.batch})")
+    what.add_argument(
+        "--batch",
+        type=positive_int,
+        nargs="+",
+        help=f"batch size (default {DEFAULT.batch}); with --models one or more",
+    )
     what.add_argument("--dtype", choices=list(DTYPES), help=f"default {DEFAULT.dtype}")
     what.add_argument("--device", choices=["cpu", "cuda"], default=DEFAULT.device)
     what.add_argument(
@@ -192,7 +209,8 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
         type=positive_float,
         metavar="S",
         help="skip a case estimated to take longer than S s "
-        f"(default {DEFAULT.max_case_seconds:g}; a preset's own: 60)",
+        f"(default {DEFAULT.max_case_seconds:g}; a preset's own: 60; "
+        f"--models: {MODEL_DEFAULT.max_case_seconds:g})",
     )
     how.add_argument(
         "--max-memory-gb",
@@ -206,7 +224,8 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
         type=non_negative_float,
         metavar="S",
         help="skip the cases that no longer fit in S s of total run time; "
-        f"0 = no budget (default {DEFAULT.time_budget:g}; a preset's own: 600)",
+        f"0 = no budget (default {DEFAULT.time_budget:g}; a preset's own: 600; "
+        f"--models: {MODEL_DEFAULT.time_budget:g})",
     )
     how.add_argument(
         "--threads", type=positive_int, help="torch threads (default: as torch finds them)"
@@ -216,7 +235,8 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
     out.add_argument(
         "--out",
         metavar="DIR",
-        help="write results.csv, results.json, results.md, latency.png, memory.png",
+        help="write results.csv, results.json, results.md, latency.png, memory.png "
+        "(no plots with --models)",
     )
     out.add_argument(
         "--compare",
@@ -241,7 +261,7 @@ def build_parser() -> Parser:
     sub = parser.add_subparsers(dest="command", metavar="{bench,list,models}", parser_class=Parser)
     bench = sub.add_parser(
         "bench",
-        help="benchmark the registered mechanisms",
+        help="benchmark the registered mechanisms (or whole models: --models)",
         description="Benchmark latency, memory and throughput.",
     )
     add_bench_arguments(bench)

@@ -17,6 +17,7 @@ import lightattn
 
 from ..bench import compare, report
 from ..bench.machine import BenchError
+from ..bench.models import make_model_runner, resolve_models
 from ..bench.presets import (
     PRESETS,
     Preset,
@@ -26,9 +27,19 @@ from ..bench.presets import (
     preset_summary,
     preset_table,
 )
-from ..bench.results import BenchConfig, BenchResult, Variant, default_variants
-from ..bench.runner import make_runner, run_benchmark
-from .args import DEFAULT
+from ..bench.report import is_models
+from ..bench.results import (
+    BenchConfig,
+    BenchResult,
+    ModelBenchConfig,
+    Variant,
+    default_variants,
+)
+from ..bench.runner import Runner, make_runner, run_benchmark
+from .args import DEFAULT, MODEL_DEFAULT
+
+# layer options that a run of whole models (--models) does not take
+LAYER_ONLY = ("attn", "dim", "heads", "kwargs", "variant", "preset")
 
 
 def pick(args: argparse.Namespace, preset: Preset | None, key: str) -> Any:
@@ -84,7 +95,12 @@ def attn_from(args: argparse.Namespace, preset: Preset | None) -> list[str]:
 
 
 def config_from(args: argparse.Namespace) -> tuple[BenchConfig, Preset | None]:
-    """Validate the options (BenchError) and make the run's configuration."""
+    """Validate the options (BenchError) and make the run's configuration (a
+    ModelBenchConfig with --models)."""
+    if args.models is not None:
+        return model_config_from(args), None
+    if args.batch is not None and len(args.batch) > 1:
+        raise BenchError("--batch takes one value (several only with --models)")
     preset = PRESETS[args.preset] if args.preset else None
     if preset is not None and args.attn is None:
         check_available(preset)
@@ -95,7 +111,8 @@ def config_from(args: argparse.Namespace) -> tuple[BenchConfig, Preset | None]:
         raise BenchError("--fail-if-slower needs --compare RESULTS_JSON")
     config = BenchConfig(
         attn=list(attn), sizes=list(pick(args, preset, "sizes")), dim=pick(args, preset, "dim"),
-        heads=pick(args, preset, "heads"), batch=pick(args, preset, "batch"),
+        heads=pick(args, preset, "heads"),
+        batch=args.batch[0] if args.batch else pick(args, preset, "batch"),
         dtype=pick(args, preset, "dtype"), device=args.device, backward=args.backward,
         compile=args.compile, layout=args.layout, variants=variants,
         kwargs=kwargs_from(args, preset, list(attn)),
@@ -106,6 +123,39 @@ def config_from(args: argparse.Namespace) -> tuple[BenchConfig, Preset | None]:
         threads=args.threads,
     )  # fmt: skip
     return config, preset
+
+
+def model_config_from(args: argparse.Namespace) -> ModelBenchConfig:
+    """The configuration of `lightattn bench --models ...` (BenchError for an unknown model,
+    a layer-only option, or --layout tokens)."""
+    given = [f"--{key}" for key in LAYER_ONLY if getattr(args, key) not in (None, [])]
+    if given:
+        raise BenchError(f"{', '.join(given)} cannot be combined with --models")
+    if args.layout == "tokens":
+        raise BenchError("--layout tokens does not apply to --models: models take images")
+    if args.fail_if_slower is not None and not args.compare:
+        raise BenchError("--fail-if-slower needs --compare RESULTS_JSON")
+
+    def given_or_default(key: str) -> Any:
+        value = getattr(args, key)
+        return getattr(MODEL_DEFAULT, key) if value is None else value
+
+    return ModelBenchConfig(
+        models=resolve_models(args.models), sizes=list(given_or_default("sizes")),
+        batches=list(args.batch or MODEL_DEFAULT.batches), dtype=given_or_default("dtype"),
+        device=args.device, backward=args.backward, compile=args.compile, layout=args.layout,
+        min_time=given_or_default("min_time"), min_runs=given_or_default("min_runs"),
+        max_case_seconds=given_or_default("max_case_seconds"),
+        max_memory_gb=args.max_memory_gb, time_budget=given_or_default("time_budget"),
+        threads=args.threads,
+    )  # fmt: skip
+
+
+def runner_for(config: BenchConfig, started: float) -> Runner:
+    """The runner of a layer run, or of whole models for a ModelBenchConfig."""
+    if isinstance(config, ModelBenchConfig):
+        return make_model_runner(config, started)
+    return make_runner(config, started)
 
 
 @contextlib.contextmanager
@@ -130,7 +180,7 @@ def run(args: argparse.Namespace, started: float) -> int:
     config, preset = config_from(args)
     old = compare.load_results(args.compare) if args.compare else None
     out_dir = prepare_out(args.out) if args.out else None
-    runner = make_runner(config, started)
+    runner = runner_for(config, started)
     err = pipe_width(Console(stderr=True))
     with progress_bar(err) as on_case:
         result = run_benchmark(config, on_case, runner)
@@ -168,7 +218,8 @@ def attach_compare(result: BenchResult, old: dict[str, Any], path: str, err: Con
         err.print("warning: --compare run used other settings: " + "; ".join(diffs),
                   highlight=False)  # fmt: skip
     if count == 0:
-        err.print("warning: --compare matched no (mechanism, size) of this run", highlight=False)
+        case = "(model, batch, size)" if is_models(result) else "(mechanism, size)"
+        err.print(f"warning: --compare matched no {case} of this run", highlight=False)
     result.extras["compare"] = {"file": path, "matched": count}
 
 
@@ -207,12 +258,12 @@ def fail_code(
     code = 0
     lost = compare.lost_cases(result.rows, old)
     if lost:
-        cases = "; ".join(f"{r.mechanism} {r.size} {r.status}: {r.note}" for r in lost)
+        cases = "; ".join(f"{r.case} {r.status}: {r.note}" for r in lost)
         err.print(f"measured in the earlier run, not in this one: {cases}", highlight=False)
         code = 1
     slower = compare.slower_than(result.rows, old, pct)
     if slower:
-        cases = ", ".join(f"{r.mechanism} {r.size} {r.compare_ratio:.2f}×" for r in slower)
+        cases = ", ".join(f"{r.case} {r.compare_ratio:.2f}×" for r in slower)
         err.print(f"slower by more than {pct:g}% and beyond the runs' spread: {cases}",
                   highlight=False)  # fmt: skip
         code = 1
