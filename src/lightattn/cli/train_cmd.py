@@ -47,6 +47,10 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data-seed", type=int, default=0)
     p.add_argument("--augment", choices=("default", "on", "off"), default="default")
     p.add_argument("--pathfinder-counts", default="", help="train=N,val=N,test=N")
+    p.add_argument(
+        "--castling-schedule", default="",
+        help="aux-branch weight: cosine from start to 0 at end x steps (default start=1,end=0.75)",
+    )  # fmt: skip
     p.add_argument("--checkpoint-every", type=int, default=0, help="steps (0: each epoch)")
     p.add_argument("--max-steps", type=int, default=None)
     p.add_argument("--threads", type=int, default=None)
@@ -83,6 +87,7 @@ def config_from_args(args: argparse.Namespace):
         "pathfinder_counts": counts, "checkpoint_every": args.checkpoint_every,
         "max_steps": args.max_steps, "threads": args.threads, "device": args.device,
         "tensorboard": args.tensorboard, "progress": not args.no_progress,
+        "castling_schedule": parse_kwargs(args.castling_schedule),
     }  # fmt: skip
     return TrainConfig(**{f.name: values[f.name] for f in fields(TrainConfig) if f.name in values})
 

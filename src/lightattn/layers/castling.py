@@ -133,6 +133,7 @@ class CastlingAttention(AttentionBase):
         )
         self.proj = nn.Linear(dim, dim)
         self._aux_weight: float | None = check_aux_weight(aux_weight)
+        self.aux_in_eval = False  # run the aux branch in eval too (to measure the switch)
 
     @property
     def has_aux(self) -> bool:
@@ -201,7 +202,7 @@ class CastlingAttention(AttentionBase):
     @property
     def aux_active(self) -> bool:
         """Whether a forward now runs the auxiliary branch."""
-        return self.training and self.aux_weight > 0
+        return (self.training or self.aux_in_eval) and self.aux_weight > 0
 
     def forward_tokens(self, x: Tensor, h: int, w: int) -> Tensor:
         b, n, c = x.shape

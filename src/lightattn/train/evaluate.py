@@ -83,11 +83,21 @@ def plot_confusion(matrix: torch.Tensor, names: list[str], path: Path, title: st
     plt.close(fig)
 
 
-def switched_copy(model: nn.Module) -> nn.Module | None:
-    """A copy with every Castling layer switched to inference (aux branch dropped), or None
-    if the model has no Castling layer still carrying its aux branch."""
-    if not any(isinstance(m, CastlingAttention) and m.has_aux for m in model.modules()):
-        return None
+def castling_layers(model: nn.Module) -> list[CastlingAttention]:
+    return [m for m in model.modules() if isinstance(m, CastlingAttention) and m.has_aux]
+
+
+def with_aux_branch(model: nn.Module) -> nn.Module:
+    """A copy that runs every Castling layer's auxiliary softmax branch, at its saved weight,
+    in eval mode too: the network as it was trained, before the switch."""
+    copied = copy.deepcopy(model)
+    for layer in castling_layers(copied):
+        layer.aux_in_eval = True
+    return copied
+
+
+def switched_copy(model: nn.Module) -> nn.Module:
+    """A copy with every Castling layer switched to inference (aux branch dropped)."""
     switched = copy.deepcopy(model)
     apply_aux_schedule(switched, 1, 1)  # weight 0
     return switch_to_inference(switched)
@@ -119,12 +129,15 @@ def evaluate_checkpoint(
         "checkpoint": str(path), "data": cfg.data, "split": split, "n": len(true),
         "acc": float((pred == true).float().mean()), "img_per_s": rate,
     }  # fmt: skip
-    switched = switched_copy(model)
-    if switched is not None:
-        pred_s, _, rate_s = predictions(switched, dataset, batch_size)
+    layers = castling_layers(model)
+    if layers:
+        pred_a, _, rate_a = predictions(with_aux_branch(model), dataset, batch_size)
+        pred_s, _, rate_s = predictions(switched_copy(model), dataset, batch_size)
         result["castling"] = {
-            "acc_before_switch": result["acc"],
+            "aux_weight": layers[0].aux_weight,
+            "acc_before_switch": float((pred_a == true).float().mean()),
             "acc_after_switch": float((pred_s == true).float().mean()),
+            "img_per_s_before_switch": rate_a,
             "img_per_s_after_switch": rate_s,
         }
     matrix = confusion(pred, true, bundle.num_classes)
