@@ -256,9 +256,11 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> Parser:
-    """`lightattn` with its subcommands `bench` and `list`."""
+    """`lightattn` with its subcommands bench, list, models, train, eval and compare."""
     parser = Parser(prog="lightattn", description="Lightweight self-attention for vision.")
-    sub = parser.add_subparsers(dest="command", metavar="{bench,list,models}", parser_class=Parser)
+    sub = parser.add_subparsers(
+        dest="command", metavar="{bench,list,models,train,eval,compare}", parser_class=Parser
+    )
     bench = sub.add_parser(
         "bench",
         help="benchmark the registered mechanisms (or whole models: --models)",
@@ -284,4 +286,9 @@ def build_parser() -> Parser:
     models.add_argument("--min-time", type=positive_float, default=1.0)
     models.add_argument("--threads", type=positive_int, help="torch threads (default: torch's)")
     models.add_argument("--json", action="store_true")
+    from . import train_cmd  # it imports UsageError from here
+
+    train_cmd.add_train_parser(sub)
+    train_cmd.add_eval_parser(sub)
+    train_cmd.add_compare_parser(sub)
     return parser

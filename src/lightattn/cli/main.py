@@ -15,7 +15,6 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of `lightattn` and `python -m lightattn`; returns the exit code."""
     started = time.perf_counter()
     parser = build_parser()
-    train_cmd.register(parser)
     try:
         args = parser.parse_args(argv)
         if args.command == "bench":

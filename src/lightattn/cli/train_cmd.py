@@ -175,14 +175,5 @@ def run_compare(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(parser: argparse.ArgumentParser) -> None:
-    """Add train, eval and compare to the `lightattn` parser's sub-commands."""
-    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    add_train_parser(sub)
-    add_eval_parser(sub)
-    add_compare_parser(sub)
-    sub.metavar = "{bench,list,models,train,eval,compare}"
-
-
 def run(args: argparse.Namespace) -> int:
     return {"train": run_train, "eval": run_eval, "compare": run_compare}[args.command](args)
