@@ -256,10 +256,12 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> Parser:
-    """`lightattn` with its subcommands bench, list, models, train, eval and compare."""
+    """`lightattn` with its subcommands bench, list, models, train, eval, compare and tamper."""
     parser = Parser(prog="lightattn", description="Lightweight self-attention for vision.")
     sub = parser.add_subparsers(
-        dest="command", metavar="{bench,list,models,train,eval,compare}", parser_class=Parser
+        dest="command",
+        metavar="{bench,list,models,train,eval,compare,tamper}",
+        parser_class=Parser,
     )
     bench = sub.add_parser(
         "bench",
@@ -291,4 +293,7 @@ def build_parser() -> Parser:
     train_cmd.add_train_parser(sub)
     train_cmd.add_eval_parser(sub)
     train_cmd.add_compare_parser(sub)
+    from . import tamper_cmd
+
+    tamper_cmd.add_tamper_parser(sub)
     return parser

@@ -31,9 +31,13 @@ def main(argv: list[str] | None = None) -> int:
             return models_cmd.run(args)
         if args.command in ("train", "eval", "compare"):
             return train_cmd.run(args)
+        if args.command == "tamper":
+            from . import tamper_cmd
+
+            return tamper_cmd.run(args)
         raise UsageError(
-            "lightattn: error: choose a command: bench, list, models, train, eval, compare "
-            "(see lightattn -h)"
+            "lightattn: error: choose a command: bench, list, models, train, eval, compare, "
+            "tamper (see lightattn -h)"
         )
     except UsageError as err:
         return fail(str(err))

@@ -1,0 +1,191 @@
+"""`lightattn tamper predict|eval|synth|train`: outputs, bad files, refusals, exit codes."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from lightattn.cli import main
+from lightattn.tamper import create_tamper_model
+from lightattn.tamper.checkpoint import save_tamper_model
+from lightattn.tamper.predict import default_checkpoint, predict_array
+
+CASIA = Path(__file__).resolve().parents[1].parent / "shared/data/tamper/casia1-samples"
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    torch.set_num_threads(1)
+
+
+@pytest.fixture
+def checkpoint(tmp_path: Path) -> Path:
+    """A tiny untrained tamper checkpoint."""
+    kwargs = {"width": 0.25, "inner": "linear"}
+    torch.manual_seed(0)
+    path = tmp_path / "tiny.safetensors"
+    save_tamper_model(create_tamper_model(**kwargs).eval(), path, kwargs)
+    return path
+
+
+def write_inputs(folder: Path) -> dict[str, tuple[int, int] | None]:
+    """Good images of several kinds (name -> (W, H)) and bad files (name -> None)."""
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (53, 37, 3), np.uint8)).save(folder / "rgb.png")
+    Image.fromarray(rng.integers(0, 255, (40, 30), np.uint8)).save(folder / "gray.jpg")
+    Image.fromarray(rng.integers(0, 255, (21, 66, 4), np.uint8), "RGBA").save(folder / "rgba.png")
+    deep = rng.integers(0, 65535, (33, 45)).astype(np.uint16)
+    Image.fromarray(deep).save(folder / "deep16.png")
+    full = folder / "full.jpg"
+    Image.fromarray(rng.integers(0, 255, (64, 64, 3), np.uint8)).save(full)
+    (folder / "truncated.jpg").write_bytes(full.read_bytes()[:300])
+    full.unlink()
+    (folder / "notes.png").write_text("this is not an image\n")
+    return {
+        "rgb.png": (37, 53),
+        "gray.jpg": (30, 40),
+        "rgba.png": (66, 21),
+        "deep16.png": (45, 33),
+        "truncated.jpg": None,
+        "notes.png": None,
+    }
+
+
+def test_predict_mixed_files(tmp_path, checkpoint, capsys):
+    files = write_inputs(tmp_path / "in")
+    out = tmp_path / "out"
+    args = [str(tmp_path / "in" / n) for n in files]
+    code = main(["tamper", "predict", *args, "--out", str(out), "--checkpoint", str(checkpoint)])
+    err = capsys.readouterr().err
+    assert code == 1  # some files could not be read
+    for name, size in files.items():
+        stem = Path(name).stem
+        if size is None:
+            lines = [line for line in err.splitlines() if name in line]
+            assert len(lines) == 1, err
+            assert not (out / f"{stem}_mask.png").exists()
+            continue
+        mask = Image.open(out / f"{stem}_mask.png")
+        assert mask.mode == "L" and mask.size == size
+        overlay = Image.open(out / f"{stem}_overlay.png")
+        assert overlay.mode == "RGB" and overlay.size == size
+    with open(out / "scores.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["name"] for r in rows] == ["rgb", "gray", "rgba", "deep16"]
+    for r in rows:
+        assert 0 <= float(r["score"]) <= 1 and 0 <= float(r["max_prob"]) <= 1
+        assert 0 <= float(r["tampered_fraction"]) <= 1
+
+
+def test_predict_all_good_exits_0_and_mask_is_probability(tmp_path, checkpoint):
+    rgb = np.random.default_rng(1).integers(0, 255, (29, 41, 3), np.uint8)
+    Image.fromarray(rgb).save(tmp_path / "a.png")
+    out = tmp_path / "o"
+    code = main(["tamper", "predict", str(tmp_path / "a.png"), "--out", str(out),
+                 "--checkpoint", str(checkpoint)])  # fmt: skip
+    assert code == 0
+    from lightattn.tamper.checkpoint import load_tamper_model
+
+    model, _ = load_tamper_model(checkpoint)
+    prob, _ = predict_array(model, rgb)
+    mask = np.asarray(Image.open(out / "a_mask.png")).astype(int)
+    assert np.abs(mask - np.rint(prob * 255)).max() <= 1
+
+
+def test_tiles_cover_large_images(tmp_path):
+    model = create_tamper_model(width=0.25, inner="linear").eval()
+    rgb = np.random.default_rng(2).integers(0, 255, (150, 97, 3), np.uint8)
+    tiled, score = predict_array(model, rgb, max_side=64, batch_size=2)
+    whole, _ = predict_array(model, rgb, max_side=4096)
+    assert tiled.shape == whole.shape == (150, 97)
+    assert np.isfinite(tiled).all() and 0 <= tiled.min() <= tiled.max() <= 1
+    assert 0 <= score <= 1
+
+
+def test_predict_refuses_to_overwrite_an_input(tmp_path, checkpoint, capsys):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    Image.new("RGB", (20, 20)).save(folder / "x.png")
+    victim = folder / "x_mask.png"
+    Image.new("RGB", (20, 20), "white").save(victim)
+    before = victim.read_bytes()
+    code = main(["tamper", "predict", str(folder / "x.png"), str(victim), "--out", str(folder),
+                 "--checkpoint", str(checkpoint)])  # fmt: skip
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "refusing to overwrite" in err[0]
+    assert victim.read_bytes() == before
+    assert not (folder / "scores.csv").exists()
+
+
+def test_same_stems_get_distinct_outputs(tmp_path, checkpoint):
+    for sub in ("a", "b"):
+        (tmp_path / sub).mkdir()
+        Image.new("RGB", (16, 12)).save(tmp_path / sub / "img.png")
+    out = tmp_path / "o"
+    code = main(["tamper", "predict", str(tmp_path / "a/img.png"), str(tmp_path / "b/img.png"),
+                 "--out", str(out), "--checkpoint", str(checkpoint)])  # fmt: skip
+    assert code == 0
+    assert (out / "img_mask.png").exists() and (out / "img_2_mask.png").exists()
+
+
+@pytest.mark.skipif(default_checkpoint() is not None, reason="a default checkpoint is shipped")
+@pytest.mark.parametrize("command", ["predict", "eval"])
+def test_no_default_checkpoint_is_one_line_exit_2(tmp_path, capsys, command):
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
+    args = ["a.png", "--out", str(tmp_path / "o")] if command == "predict" else ["--data", "x"]
+    code = main(["tamper", command, *args])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1
+    assert "no default checkpoint is shipped yet" in err[0] and "--checkpoint" in err[0]
+
+
+def test_bad_checkpoint_is_one_line_exit_2(tmp_path, capsys):
+    (tmp_path / "junk.safetensors").write_bytes(b"junk")
+    code = main(["tamper", "predict", "a.png", "--out", str(tmp_path),
+                 "--checkpoint", str(tmp_path / "junk.safetensors")])  # fmt: skip
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "junk.safetensors" in err[0]
+
+
+@pytest.mark.parametrize("argv", [["tamper"], ["tamper", "frobnicate"], ["tamper", "predict"]])
+def test_usage_errors_exit_2(argv, capsys):
+    assert main(argv) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+def test_train_help_lists_its_options(capsys):
+    assert main(["tamper", "train", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "--resume" in out and "--img-size" in out and "--detail-weight" in out
+
+
+def test_synth_writes_tp_and_gt(tmp_path):
+    out = tmp_path / "synth"
+    code = main(["tamper", "synth", "--n", "6", "--size", "64", "--out", str(out)])
+    assert code == 0
+    tp, gt = sorted((out / "Tp").iterdir()), sorted((out / "Gt").iterdir())
+    assert len(tp) == len(gt) == 6
+    assert [p.name for p in tp] == [p.name for p in gt]
+    assert Image.open(tp[0]).size == (64, 64)
+
+
+@pytest.mark.skipif(not CASIA.is_dir(), reason="../shared/data/tamper/casia1-samples absent")
+def test_eval_on_casia_samples_writes_table(tmp_path, checkpoint, capsys):
+    out = tmp_path / "eval"
+    code = main(["tamper", "eval", "--data", str(CASIA), "--checkpoint", str(checkpoint),
+                 "--out", str(out)])  # fmt: skip
+    assert code == 0
+    table = (out / "eval.md").read_text()
+    for name in ("ManTra-Net", "PSCC-Net", "MVSS-Net", "CAT-Net", "TruFor", "not the same"):
+        assert name in table
+    assert "0.721" in table and "stdc_tamper" in capsys.readouterr().out
+    import json
+
+    result = json.loads((out / "eval.json").read_text())
+    assert result["n_images"] == 36 and 0 <= result["f1"] <= 1 and result["img_per_s"] > 0
