@@ -189,3 +189,43 @@ def test_eval_on_casia_samples_writes_table(tmp_path, checkpoint, capsys):
 
     result = json.loads((out / "eval.json").read_text())
     assert result["n_images"] == 36 and 0 <= result["f1"] <= 1 and result["img_per_s"] > 0
+
+
+def write_video(path: Path, frames: int, size: tuple[int, int], fourcc: str) -> None:
+    """A small video of random frames; size = (W, H)."""
+    import cv2
+
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), 5.0, size)
+    rng = np.random.default_rng(3)
+    for _ in range(frames):
+        writer.write(rng.integers(0, 255, (size[1], size[0], 3), np.uint8))
+    writer.release()
+
+
+def test_predict_video_streams_masks_and_frame_scores(tmp_path, checkpoint, capsys):
+    import cv2
+
+    write_video(tmp_path / "clip.mp4", 4, (40, 30), "mp4v")
+    write_video(tmp_path / "old.avi", 3, (32, 24), "MJPG")
+    (tmp_path / "fake.mp4").write_text("not a video")
+    out = tmp_path / "o"
+    files = [str(tmp_path / n) for n in ("clip.mp4", "old.avi", "fake.mp4")]
+    code = main(["tamper", "predict", *files, "--out", str(out), "--checkpoint", str(checkpoint)])
+    err = capsys.readouterr().err
+    assert code == 1 and len([line for line in err.splitlines() if "fake.mp4" in line]) == 1
+    for stem, n, size in (("clip", 4, (40, 30)), ("old", 3, (32, 24))):
+        with open(out / f"{stem}_scores.csv") as f:
+            rows = list(csv.DictReader(f))
+        assert [int(r["frame"]) for r in rows] == list(range(n))
+        cap = cv2.VideoCapture(str(out / f"{stem}_mask.mp4"))
+        count = 0
+        while True:
+            ok, frame = cap.read()
+            if not ok:
+                break
+            count += 1
+            assert (frame.shape[1], frame.shape[0]) == size
+        cap.release()
+        assert count == n
+    with open(out / "scores.csv") as f:
+        assert [r["name"] for r in csv.DictReader(f)] == ["clip", "old"]

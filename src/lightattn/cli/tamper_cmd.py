@@ -48,7 +48,12 @@ def add_predict_parser(tsub: argparse._SubParsersAction) -> None:
         "<stem>_overlay.png and scores.csv for each image file.",
         epilog=PREDICT_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
     )  # fmt: skip
-    p.add_argument("files", nargs="+", metavar="FILE", help="images (JPEG/PNG/TIFF/BMP/WebP)")
+    p.add_argument(
+        "files",
+        nargs="+",
+        metavar="FILE",
+        help="images (JPEG/PNG/TIFF/BMP/WebP) or videos (MP4/AVI)",
+    )
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (created)")
     p.add_argument("--checkpoint", metavar="PATH", help=_checkpoint_help())
     p.add_argument(

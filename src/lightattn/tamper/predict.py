@@ -16,6 +16,12 @@ blended with linear ramps over the overlaps; the image score is then the highest
 (a tampered region anywhere makes the image tampered). Two inputs with the same stem get
 ``<stem>``, ``<stem>_2``, ... A file that cannot be read is reported (one line naming it)
 and skipped; the others are still processed. No output path may equal an input path.
+
+Videos (``.mp4``, ``.avi``, ``.mov``, ``.mkv``, read with OpenCV) are streamed one frame at a
+time (memory independent of length) into ``<stem>_mask.mp4`` (mp4v; the codec may round odd
+frame sizes down to even) and ``<stem>_scores.csv`` (frame, score, max_prob,
+tampered_fraction); their ``scores.csv`` row holds the highest frame score, the highest pixel
+probability and the mean tampered fraction.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ DEFAULT_CHECKPOINT = "stdc_tamper_default.safetensors"
 DEFAULT_MAX_SIDE = 2048
 OVERLAY_ALPHA = 0.6
 SCORE_FIELDS = ("name", "file", "score", "max_prob", "tampered_fraction")
+VIDEO_EXTS = {".mp4", ".avi", ".mov", ".mkv"}
 
 
 def default_checkpoint() -> Path | None:
@@ -139,6 +146,7 @@ def check_no_overwrite(paths: Sequence[Path], out_dir: Path, names: Sequence[str
     outputs = [out_dir / "scores.csv"]
     for n in names:
         outputs += [out_dir / f"{n}_mask.png", out_dir / f"{n}_overlay.png"]
+        outputs += [out_dir / f"{n}_mask.mp4", out_dir / f"{n}_scores.csv"]
     for o in outputs:
         if o.resolve() in inputs:
             raise ValueError(
@@ -174,6 +182,9 @@ def predict_files(
     results: list[dict] = []
     for path, name in zip(files, names, strict=True):
         try:
+            if path.suffix.lower() in VIDEO_EXTS:
+                results.append(predict_video(model, path, out, name, max_side, batch_size))
+                continue
             rgb = load_image(path)
         except (ValueError, OSError) as err:
             msg = str(err) if str(path) in str(err) else f"{path}: {err}"
@@ -209,3 +220,70 @@ def write_scores(results: Sequence[dict], path: Path) -> None:
                 [r["name"], r["file"]]
                 + [f"{r[k]:.6f}" for k in ("score", "max_prob", "tampered_fraction")]
             )
+
+
+def _frames(path: Path):
+    """(fps, iterator of RGB uint8 frames) of a video, read one frame at a time."""
+    import cv2
+
+    cap = cv2.VideoCapture(str(path))
+    if not cap.isOpened():
+        cap.release()
+        raise ValueError(f"{path}: cannot read video")
+    fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
+
+    def frames():
+        try:
+            while True:
+                ok, bgr = cap.read()
+                if not ok:
+                    return
+                yield cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        finally:
+            cap.release()
+
+    return fps, frames()
+
+
+def predict_video(
+    model: nn.Module,
+    path: Path,
+    out: Path,
+    name: str,
+    max_side: int = DEFAULT_MAX_SIDE,
+    batch_size: int = 1,
+) -> dict:
+    """Stream a video frame by frame into ``<name>_mask.mp4`` and ``<name>_scores.csv``;
+    returns its ``scores.csv`` row. ValueError naming the file if it has no readable frame."""
+    import cv2
+
+    fps, frames = _frames(path)
+    writer = None
+    rows: list[tuple[int, float, float, float]] = []
+    try:
+        for i, rgb in enumerate(frames):
+            prob, score = predict_array(model, rgb, max_side, batch_size)
+            if writer is None:
+                fourcc = cv2.VideoWriter_fourcc(*"mp4v")
+                size = (rgb.shape[1], rgb.shape[0])
+                writer = cv2.VideoWriter(str(out / f"{name}_mask.mp4"), fourcc, fps, size)
+            gray = np.asarray(mask_image(prob))
+            writer.write(cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR))
+            rows.append((i, score, float(prob.max()), float((prob > 0.5).mean())))
+    finally:
+        if writer is not None:
+            writer.release()
+    if not rows:
+        raise ValueError(f"{path}: cannot read video (no frames)")
+    with open(out / f"{name}_scores.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(("frame", "score", "max_prob", "tampered_fraction"))
+        w.writerows([r[0], *(f"{v:.6f}" for v in r[1:])] for r in rows)
+    return {
+        "name": name,
+        "file": str(path),
+        "score": max(r[1] for r in rows),
+        "max_prob": max(r[2] for r in rows),
+        "tampered_fraction": float(np.mean([r[3] for r in rows])),
+        "frames": len(rows),
+    }
