@@ -20,6 +20,7 @@ from lightattn.tamper.train import (
     crop_pair,
     split_indices,
     train_tamper,
+    validate,
 )
 
 torch.set_num_threads(1)
@@ -110,6 +111,26 @@ def test_split_without_manifest_is_a_seeded_ninety_ten_cut(tmp_path: Path) -> No
     train, val = split_indices(names, tmp_path, seed=0)
     assert len(val) == 2 and sorted(train + val) == list(range(20))
     assert split_indices(names, tmp_path, seed=0) == (train, val)
+
+
+def test_chunked_validation_equals_one_evaluate_call(
+    run: tuple[Path, dict], data_dir: Path
+) -> None:
+    from lightattn.tamper import metrics
+    from lightattn.tamper.data import TamperDataset
+
+    model, meta = load_tamper_model(run[0] / "final.safetensors")
+    data = TamperDataset(data_dir)
+    cfg = TamperTrainConfig(**meta["config"])
+    idx = list(range(5))  # train_000001 is authentic: both image classes present
+    chunked = validate(model, data, idx, cfg, torch.device("cpu"), chunk=2)
+    with torch.no_grad():
+        outs = [model(data[i][0][None]) for i in idx]
+    probs = [torch.sigmoid(o["mask_logits"])[0, 0].numpy() for o in outs]
+    scores = [float(torch.sigmoid(o["score_logits"])[0]) for o in outs]
+    whole = metrics.evaluate(probs, [data[i][1][0].numpy() for i in idx], scores)
+    for key in ("f1", "iou", "auc", "f1_best_per_image", "image_auc", "image_acc", "n_tampered"):
+        assert chunked[key] == pytest.approx(whole[key], abs=1e-9), key
 
 
 def _train_in_subprocess(data: Path, out: Path, resume: bool, env: dict[str, str]) -> int:

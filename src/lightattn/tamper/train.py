@@ -43,6 +43,8 @@ from .network import create_tamper_model, detail_loss, detail_target, dice_loss
 WEIGHTS_BEST, WEIGHTS_FINAL = "best.safetensors", "final.safetensors"
 CLIP_GRAD = 1.0
 VAL_FRACTION = 0.1
+VAL_CHUNK = 64  # val images scored per metrics.evaluate call
+VAL_KEYS = ("f1", "iou", "auc", "image_auc")  # per-epoch columns of metrics.csv
 
 
 @dataclass
@@ -197,23 +199,47 @@ def tamper_loss(
 @torch.no_grad()
 def validate(
     model: nn.Module, data: TamperDataset, indices: list[int], cfg: TamperTrainConfig,
-    device: torch.device,
+    device: torch.device, chunk: int = VAL_CHUNK,
 ) -> dict[str, float]:  # fmt: skip
-    """IMDL-BenCo metrics over the val images at native size, batch 1."""
+    """IMDL-BenCo metrics over the val images at native size, batch 1. Maps are scored
+    `chunk` images at a time with `metrics.evaluate` (memory independent of the split's size)
+    and the per-image means are combined weighted by each chunk's tampered count."""
     if not indices:
         return {}
     was_training = model.training
     model.eval()
-    probs, gts, scores = [], [], []
-    for i in indices:
-        image, mask, _ = data[i]
-        with autocast(cfg, device):
-            out = model(image[None].to(device))
-        probs.append(torch.sigmoid(out["mask_logits"].float())[0, 0].cpu().numpy())
-        gts.append(mask[0].numpy())
-        scores.append(float(torch.sigmoid(out["score_logits"].float())[0]))
+    parts, scores, labels = [], [], []
+    for start in range(0, len(indices), chunk):
+        probs, gts = [], []
+        for i in indices[start : start + chunk]:
+            image, mask, _ = data[i]
+            with autocast(cfg, device):
+                out = model(image[None].to(device))
+            probs.append(torch.sigmoid(out["mask_logits"].float())[0, 0].cpu().numpy())
+            gts.append(mask[0].numpy())
+            scores.append(float(torch.sigmoid(out["score_logits"].float())[0]))
+            labels.append(bool(mask.any()))
+        parts.append(metrics.evaluate(probs, gts))
     model.train(was_training)
-    return metrics.evaluate(probs, gts, scores)
+    return combine_chunks(parts, scores, labels)
+
+
+def combine_chunks(
+    parts: list[dict[str, float]], scores: list[float], labels: list[bool]
+) -> dict[str, float]:
+    """Per-image pixel means of the chunks weighted by their tampered counts, and the image
+    metrics over all scores."""
+    tampered = sum(p["n_tampered"] for p in parts)
+    out = {"n_images": float(len(scores)), "n_tampered": tampered,
+           "n_authentic": float(len(scores)) - tampered}  # fmt: skip
+    for key in ("f1", "iou", "auc", "f1_best_per_image"):
+        pairs = [(p[key], p["n_tampered"]) for p in parts if math.isfinite(p[key])]
+        weight = sum(n for _, n in pairs)
+        out[key] = sum(v * n for v, n in pairs) / weight if weight else float("nan")
+    both = any(labels) and not all(labels)
+    out["image_auc"] = metrics.image_auc(scores, labels) if both else float("nan")
+    out["image_acc"] = metrics.image_accuracy(scores, labels) if both else float("nan")
+    return out
 
 
 def write_metrics(out: Path, row: dict[str, Any]) -> None:
@@ -390,14 +416,14 @@ class TamperTrainer:
         val: dict[str, float] = {}
         if self.dist.main:
             val = validate(self.model, self.data, self.val_idx, self.cfg, self.dist.device)
-        distributed.barrier(self.dist)
         self.last_val = val
+        nan = float("nan")
+        shown = [val.get(k, nan) if self.dist.main else 0.0 for k in VAL_KEYS]
+        shown = distributed.all_sum(self.dist, shown)  # rank 0's values on every rank
         row = {
             "epoch": self.state.epoch, "step": self.state.step,
             "train_loss": loss_sum / max(seen, 1),
-            "val_f1": val.get("f1", float("nan")), "val_iou": val.get("iou", float("nan")),
-            "val_auc": val.get("auc", float("nan")),
-            "val_image_auc": val.get("image_auc", float("nan")),
+            **{f"val_{k}": v for k, v in zip(VAL_KEYS, shown, strict=True)},
             "lr": self.optimizer.param_groups[0]["lr"], "seconds": seconds,
             "img_per_s": seen / seconds if seconds > 0 else 0.0,
         }  # fmt: skip
