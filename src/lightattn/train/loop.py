@@ -264,6 +264,7 @@ class Trainer:
             while self.state.epoch < cfg.epochs and self.state.step < stop:
                 self._train_epoch(bar, stop)
         summary = self._finish()
+        distributed.barrier(self.dist)  # rank 0 may still be writing: leave the group together
         distributed.cleanup(self.dist)
         return summary
 
