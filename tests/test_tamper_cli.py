@@ -229,3 +229,14 @@ def test_predict_video_streams_masks_and_frame_scores(tmp_path, checkpoint, caps
         assert count == n
     with open(out / "scores.csv") as f:
         assert [r["name"] for r in csv.DictReader(f)] == ["clip", "old"]
+
+
+@pytest.mark.skipif(default_checkpoint() is None, reason="no default checkpoint shipped")
+def test_predict_works_out_of_the_box_with_the_shipped_checkpoint(tmp_path):
+    torch.set_num_threads(1)
+    image = tmp_path / "photo.png"
+    Image.fromarray(np.random.default_rng(5).integers(0, 255, (61, 90, 3), np.uint8)).save(image)
+    assert main(["tamper", "predict", str(image), "--out", str(tmp_path / "out")]) == 0
+    mask = Image.open(tmp_path / "out" / "photo_mask.png")
+    assert mask.size == (90, 61) and mask.mode == "L"
+    assert (tmp_path / "out" / "scores.csv").read_text().count("\n") == 2
