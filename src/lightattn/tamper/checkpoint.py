@@ -7,10 +7,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from safetensors import safe_open
 from torch import nn
 
-from ..train.checkpoint import save_weights
+from ..train.checkpoint import open_checkpoint, save_weights
 from .network import create_tamper_model
 
 HEADER = "lightattn"  # the key `train.checkpoint.save_weights` stores the metadata under
@@ -27,14 +26,7 @@ def save_tamper_model(
 
 def read_tamper_meta(path: str | Path) -> dict[str, Any]:
     """The metadata of a tamper checkpoint; ValueError naming the file otherwise."""
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"checkpoint {str(path)!r} does not exist")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            header = f.metadata() or {}
-    except Exception as err:  # safetensors raises its own error types
-        raise ValueError(f"checkpoint {str(path)!r} is not a safetensors file: {err}") from err
+    header, _ = open_checkpoint(path, tensors=False)
     meta = json.loads(header.get(HEADER, "{}"))
     if meta.get("kind") != "tamper":
         raise ValueError(f"checkpoint {str(path)!r} is not a lightattn tamper checkpoint")

@@ -17,7 +17,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -32,8 +31,15 @@ from torch import Tensor, nn
 from torch.utils.data import BatchSampler, DataLoader, Dataset, DistributedSampler
 
 from ..train import distributed
-from ..train.checkpoint import latest_checkpoint, load_state, read_weights, save_checkpoint
-from ..train.loop import autocast, lr_factor, rng_state, seed_everything, set_rng_state
+from ..train.checkpoint import latest_checkpoint, read_weights
+from ..train.loop import (
+    ResumableRun,
+    autocast,
+    lr_factor,
+    maybe_fail,
+    seed_everything,
+    write_metrics,
+)
 from ..train.progress import Progress
 from . import metrics
 from .checkpoint import save_tamper_model
@@ -242,19 +248,6 @@ def combine_chunks(
     return out
 
 
-def write_metrics(out: Path, row: dict[str, Any]) -> None:
-    """Append one epoch to metrics.jsonl and metrics.csv."""
-    with open(out / "metrics.jsonl", "a") as f:
-        f.write(json.dumps(row) + "\n")
-    path = out / "metrics.csv"
-    new = not path.exists()
-    with open(path, "a", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(row))
-        if new:
-            writer.writeheader()
-        writer.writerow(row)
-
-
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     """No weight decay on norms, biases and other 1-D parameters."""
     decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
@@ -263,7 +256,7 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
 
 
 # the run -----------------------------------------------------------------------------------
-class TamperTrainer:
+class TamperTrainer(ResumableRun):
     """One run of `TamperTrainConfig`; `run()` trains (or resumes) and returns the summary."""
 
     def __init__(self, cfg: TamperTrainConfig, resume: bool = False) -> None:
@@ -325,28 +318,6 @@ class TamperTrainer:
                 "choose another --out (nothing was overwritten)"
             )
 
-    def _restore(self) -> None:
-        weights, extra = latest_checkpoint(self.out)
-        state_dict, _ = read_weights(weights)
-        self.model.load_state_dict(state_dict)
-        saved = load_state(extra)
-        self.optimizer.load_state_dict(saved["optimizer"])
-        self.scheduler.load_state_dict(saved["scheduler"])
-        self.scaler.load_state_dict(saved["scaler"])
-        self.state = RunState(**saved["run"])
-        if self.dist.main:  # rows written after this checkpoint are replayed: drop them
-            for name in ("metrics.jsonl", "metrics.csv"):
-                (self.out / name).unlink(missing_ok=True)
-            for row in self.state.history:
-                write_metrics(self.out, row)
-        set_rng_state(saved["rng"][min(self.dist.rank, len(saved["rng"]) - 1)])
-
-    def _wrap(self) -> nn.Module:
-        if not self.dist.enabled:
-            return self.model
-        ids = [self.dist.device.index] if self.dist.device.type == "cuda" else None
-        return nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
-
     def _batches(self, epoch: int, skip: int) -> Iterator[tuple[Tensor, Tensor]]:
         sampler = DistributedSampler(
             self.train_idx, num_replicas=self.dist.world, rank=self.dist.rank,
@@ -373,6 +344,7 @@ class TamperTrainer:
             while self.state.epoch < cfg.epochs and self.state.step < stop:
                 self._train_epoch(bar, stop)
         summary = self._finish(time.perf_counter() - started)
+        distributed.barrier(self.dist)  # rank 0 may still be writing: leave the group together
         distributed.cleanup(self.dist)
         return summary
 
@@ -403,13 +375,7 @@ class TamperTrainer:
         with autocast(cfg, device):
             out = self.net(images)
         loss, _ = tamper_loss(out, masks, cfg.detail_weight, cfg.score_weight)
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
-        self.scaler.unscale_(self.optimizer)
-        nn.utils.clip_grad_norm_(self.model.parameters(), CLIP_GRAD)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        self.scheduler.step()
+        self._optimizer_step(loss, CLIP_GRAD)
         return loss.item()
 
     def _end_of_epoch(self, seen: float, loss_sum: float, seconds: float) -> None:
@@ -433,7 +399,7 @@ class TamperTrainer:
         if best:
             self.state.best_f1 = f1
         if self.dist.main:
-            write_metrics(self.out, row)
+            write_metrics(self.out, row, tensorboard=False)
             if best:
                 self._save(self.out / WEIGHTS_BEST, val)
         self._checkpoint()
@@ -442,20 +408,8 @@ class TamperTrainer:
         extra = {"config": asdict(self.cfg), "val": val, "step": self.state.step, **more}
         save_tamper_model(self.model, path, self.cfg.model_kwargs(), extra=extra)
 
-    def _checkpoint(self) -> None:
-        rngs = gather_rng(self.dist)
-        if not self.dist.main:
-            return
-        state = {
-            "step": self.state.step,
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "scaler": self.scaler.state_dict(),
-            "rng": rngs,
-            "run": self.state.__dict__,
-        }
-        meta = {"kind": "tamper", "model": self.cfg.model_kwargs(), "config": asdict(self.cfg)}
-        save_checkpoint(self.out, self.model, state, meta)
+    def _checkpoint_meta(self) -> dict[str, Any]:
+        return {"kind": "tamper", "model": self.cfg.model_kwargs(), "config": asdict(self.cfg)}
 
     def _finish(self, seconds: float) -> dict[str, Any]:
         last = self.state.history[-1] if self.state.history else {}
@@ -471,23 +425,6 @@ class TamperTrainer:
             self._save(self.out / WEIGHTS_FINAL, self.last_val, summary=summary)
             (self.out / "summary.json").write_text(json.dumps(summary, indent=2))
         return summary
-
-
-def maybe_fail(step: int) -> None:
-    """Test hook: LIGHTATTN_KILL_AT_STEP=n ends the process abruptly after step n, as a
-    SIGKILL would (no checkpoint, no clean-up)."""
-    if os.environ.get("LIGHTATTN_KILL_AT_STEP") == str(step):
-        os._exit(137)
-
-
-def gather_rng(d: distributed.Dist) -> list[dict[str, Any]]:
-    """Every rank's RNG state, in rank order (on rank 0; others get their own)."""
-    mine = rng_state()
-    if not d.enabled:
-        return [mine]
-    states: list[Any] = [None] * d.world
-    torch.distributed.all_gather_object(states, mine)
-    return states
 
 
 def train_tamper(cfg: TamperTrainConfig, resume: bool = False) -> dict[str, Any]:

@@ -61,18 +61,25 @@ def save_weights(model: nn.Module, path: Path, metadata: dict[str, Any]) -> None
     atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=header))
 
 
-def read_weights(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
-    """-> (state_dict incl. non-tensor entries, metadata). ValueError for a file that is not
-    a lightattn checkpoint."""
+def open_checkpoint(path: str | Path, tensors: bool = True) -> tuple[dict[str, str], dict]:
+    """-> (the safetensors header metadata, the tensors (empty unless `tensors`)).
+    ValueError naming the file if it is missing or not a safetensors file."""
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"checkpoint {str(path)!r} does not exist")
     try:
         with safe_open(str(path), framework="pt") as f:
             header = f.metadata() or {}
-            state = {key: f.get_tensor(key) for key in f.keys()}  # noqa: SIM118
+            state = {key: f.get_tensor(key) for key in f.keys()} if tensors else {}  # noqa: SIM118
     except Exception as err:  # safetensors raises its own error types
         raise ValueError(f"checkpoint {str(path)!r} is not a safetensors file: {err}") from err
+    return header, state
+
+
+def read_weights(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """-> (state_dict incl. non-tensor entries, metadata). ValueError for a file that is not
+    a lightattn checkpoint."""
+    header, state = open_checkpoint(path)
     if "lightattn" not in header:
         raise ValueError(f"checkpoint {str(path)!r} was not written by lightattn train")
     state.update(json.loads(header.get("extra_state", "{}")))

@@ -145,7 +145,70 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-class Trainer:
+def maybe_fail(step: int) -> None:
+    """Test hook: LIGHTATTN_KILL_AT_STEP=n ends the process abruptly after step n, as a
+    SIGKILL would (no checkpoint, no clean-up)."""
+    if os.environ.get("LIGHTATTN_KILL_AT_STEP") == str(step):
+        os._exit(137)
+
+
+class ResumableRun:
+    """What every training loop here shares: DDP wrapping, the optimizer step with grad
+    scaling and clipping, atomic checkpoints and exact resume. Subclasses set `out`, `dist`,
+    `model`, `optimizer`, `scheduler`, `scaler` and `state` (a dataclass with `step` and
+    `history`), and give `_checkpoint_meta()`."""
+
+    def _wrap(self) -> nn.Module:
+        if not self.dist.enabled:
+            return self.model
+        ids = [self.dist.device.index] if self.dist.device.type == "cuda" else None
+        return nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+
+    def _optimizer_step(self, loss: torch.Tensor, clip: float | None) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if clip is not None:
+            self.scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+
+    def _checkpoint_meta(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _checkpoint(self) -> None:
+        rngs = gather_rng(self.dist)
+        if not self.dist.main:
+            return
+        state = {
+            "step": self.state.step,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "rng": rngs,
+            "run": self.state.__dict__,
+        }
+        save_checkpoint(self.out, self.model, state, self._checkpoint_meta())
+
+    def _restore(self) -> None:
+        weights, extra = latest_checkpoint(self.out)
+        state_dict, _ = read_weights(weights)
+        self.model.load_state_dict(state_dict)
+        saved = load_state(extra)
+        self.optimizer.load_state_dict(saved["optimizer"])
+        self.scheduler.load_state_dict(saved["scheduler"])
+        self.scaler.load_state_dict(saved["scaler"])
+        self.state = type(self.state)(**saved["run"])
+        if self.dist.main:  # rows written after this checkpoint are replayed: drop them
+            for name in ("metrics.jsonl", "metrics.csv"):
+                (self.out / name).unlink(missing_ok=True)
+            for row in self.state.history:
+                write_metrics(self.out, row, tensorboard=False)
+        set_rng_state(saved["rng"][min(self.dist.rank, len(saved["rng"]) - 1)])
+
+
+class Trainer(ResumableRun):
     """One run of `TrainConfig`; `run()` trains (or resumes) and returns the summary."""
 
     def __init__(self, cfg: TrainConfig, resume: bool = False) -> None:
@@ -214,28 +277,6 @@ class Trainer:
             data = load_data(self.cfg)
         return data
 
-    def _restore(self) -> None:
-        weights, extra = latest_checkpoint(self.out)
-        state_dict, _ = read_weights(weights)
-        self.model.load_state_dict(state_dict)
-        saved = load_state(extra)
-        self.optimizer.load_state_dict(saved["optimizer"])
-        self.scheduler.load_state_dict(saved["scheduler"])
-        self.scaler.load_state_dict(saved["scaler"])
-        self.state = RunState(**saved["run"])
-        if self.dist.main:  # rows written after this checkpoint are replayed: drop them
-            for name in ("metrics.jsonl", "metrics.csv"):
-                (self.out / name).unlink(missing_ok=True)
-            for row in self.state.history:
-                write_metrics(self.out, row, tensorboard=False)
-        set_rng_state(saved["rng"][min(self.dist.rank, len(saved["rng"]) - 1)])
-
-    def _wrap(self) -> nn.Module:
-        if not self.dist.enabled:
-            return self.model
-        ids = [self.dist.device.index] if self.dist.device.type == "cuda" else None
-        return nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
-
     def _sampler(self, epoch: int) -> DistributedSampler:
         sampler = DistributedSampler(
             self.data.train, num_replicas=self.dist.world, rank=self.dist.rank,
@@ -285,7 +326,7 @@ class Trainer:
             bar.update(st.step, loss=loss, acc=correct / seen, rate=rate, epoch=st.epoch)
             if cfg.checkpoint_every and st.step % cfg.checkpoint_every == 0:
                 self._checkpoint()
-            self._maybe_fail(st.step)
+            maybe_fail(st.step)
             if st.step >= stop:
                 break
         totals = distributed.all_sum(self.dist, [seen, correct, loss_sum])
@@ -303,21 +344,8 @@ class Trainer:
         with autocast(cfg, device):
             logits = self.net(images)
             loss = F.cross_entropy(logits.float(), labels, label_smoothing=cfg.label_smoothing)
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
-        if cfg.clip_grad is not None:
-            self.scaler.unscale_(self.optimizer)
-            nn.utils.clip_grad_norm_(self.model.parameters(), cfg.clip_grad)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        self.scheduler.step()
+        self._optimizer_step(loss, cfg.clip_grad)
         return loss.item(), int((logits.argmax(1) == labels).sum())
-
-    def _maybe_fail(self, step: int) -> None:
-        """Test hook: LIGHTATTN_KILL_AT_STEP=n ends the process abruptly after step n, as a
-        SIGKILL would (no checkpoint, no clean-up)."""
-        if os.environ.get("LIGHTATTN_KILL_AT_STEP") == str(step):
-            os._exit(137)
 
     def _end_of_epoch(self, totals: list[float], seconds: float) -> None:
         seen, correct, loss_sum = totals
@@ -347,19 +375,8 @@ class Trainer:
             "step": self.state.step, "metrics": metrics or {},
         }  # fmt: skip
 
-    def _checkpoint(self) -> None:
-        rngs = gather_rng(self.dist)
-        if not self.dist.main:
-            return
-        state = {
-            "step": self.state.step,
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "scaler": self.scaler.state_dict(),
-            "rng": rngs,
-            "run": self.state.__dict__,
-        }
-        save_checkpoint(self.out, self.model, state, self._meta())
+    def _checkpoint_meta(self) -> dict[str, Any]:
+        return self._meta()
 
     def _finish(self) -> dict[str, Any]:
         summary: dict[str, Any] = {"steps": self.state.step, "best_val_acc": self.state.best_acc}
