@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .backbone import Backbone, StageSpec, swap_attention
@@ -35,4 +35,23 @@ def build(
         num_classes=1000 if num_classes is None else num_classes,
         features_only=features_only,
         **backbone_kwargs,
+    )
+
+
+def build_family(stages: Sequence[StageSpec], args: Mapping[str, Any], **extra: Any) -> Backbone:
+    """`build` with the settings every family takes under timm's names, read from `args`
+    (the family's keyword arguments, e.g. its `locals()`); `extra` goes to the Backbone."""
+    return build(
+        stages,
+        attn=args["attn"],
+        attn_kwargs=args["attn_kwargs"],
+        num_classes=args["num_classes"],
+        features_only=args["features_only"],
+        in_chans=args["in_chans"],
+        drop_path_rate=args["drop_path_rate"],
+        drop_rate=args["drop_rate"],
+        attn_drop=args["attn_drop_rate"],
+        proj_drop=args["proj_drop_rate"],
+        qkv_bias=args["qkv_bias"],
+        **extra,
     )

@@ -5,7 +5,7 @@ grouped convolution sharing the qkv projection)."""
 from __future__ import annotations
 
 from ._args import one_of, positive_int
-from ._family import build
+from ._family import build_family
 from ._registry import Published, register_family, register_model
 from .backbone import AttnSpec, Backbone
 from .swin import swin_stages
@@ -59,19 +59,7 @@ def acmix_swin(
         window_size=window_size,
         mlp_ratio=one_of(("mlp_ratio", "mlp_ratios"), (mlp_ratio, mlp_ratios), 4.0),
     )
-    return build(
-        stages,
-        attn=attn,
-        attn_kwargs=attn_kwargs,
-        num_classes=num_classes,
-        features_only=features_only,
-        in_chans=in_chans,
-        drop_path_rate=drop_path_rate,
-        drop_rate=drop_rate,
-        attn_drop=attn_drop_rate,
-        proj_drop=proj_drop_rate,
-        qkv_bias=qkv_bias,
-    )
+    return build_family(stages, locals())
 
 
 register_model(

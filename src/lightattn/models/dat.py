@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ._args import one_of, per_stage, positive_int, stage_depths, stage_dims
-from ._family import build
+from ._family import build_family
 from ._registry import Published, register_family, register_model
 from .backbone import AttnSpec, Backbone, StageSpec
 
@@ -143,19 +143,7 @@ def dat(
         use_pes=use_pes,
         ksizes=ksizes,
     )
-    return build(
-        stages,
-        attn=attn,
-        attn_kwargs=attn_kwargs,
-        num_classes=num_classes,
-        features_only=features_only,
-        in_chans=in_chans,
-        drop_path_rate=drop_path_rate,
-        drop_rate=drop_rate,
-        attn_drop=attn_drop_rate,
-        proj_drop=proj_drop_rate,
-        qkv_bias=qkv_bias,
-    )
+    return build_family(stages, locals())
 
 
 register_model(

@@ -5,7 +5,7 @@ that its checkpoints load (`load_timm_state_dict`)."""
 from __future__ import annotations
 
 from ._args import one_of, per_stage, positive_int, stage_depths, stage_dims
-from ._family import build
+from ._family import build_family
 from ._registry import Published, register_family, register_model
 from .backbone import AttnSpec, Backbone, StageSpec
 
@@ -98,21 +98,7 @@ def pvt_v2(
         mlp_ratios=one_of(("mlp_ratios", "mlp_ratio"), (mlp_ratios, mlp_ratio), (8, 8, 4, 4)),
         linear=bool(linear),
     )
-    return build(
-        stages,
-        attn=attn,
-        attn_kwargs=attn_kwargs,
-        num_classes=num_classes,
-        features_only=features_only,
-        in_chans=in_chans,
-        drop_path_rate=drop_path_rate,
-        drop_rate=drop_rate,
-        attn_drop=attn_drop_rate,
-        proj_drop=proj_drop_rate,
-        qkv_bias=qkv_bias,
-        final_norm=False,
-        norm_eps=1e-6,
-    )
+    return build_family(stages, locals(), final_norm=False, norm_eps=1e-6)
 
 
 PVT_PAPER = "Wang et al., PVT v2, Computational Visual Media 2022"
