@@ -256,11 +256,12 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> Parser:
-    """`lightattn` with its subcommands bench, list, models, train, eval, compare and tamper."""
+    """`lightattn` with its subcommands bench, list, models, train, eval, compare, tamper,
+    export and shrink."""
     parser = Parser(prog="lightattn", description="Lightweight self-attention for vision.")
     sub = parser.add_subparsers(
         dest="command",
-        metavar="{bench,list,models,train,eval,compare,tamper}",
+        metavar="{bench,list,models,train,eval,compare,tamper,export,shrink}",
         parser_class=Parser,
     )
     bench = sub.add_parser(
@@ -296,4 +297,8 @@ def build_parser() -> Parser:
     from . import tamper_cmd
 
     tamper_cmd.add_tamper_parser(sub)
+    from . import export_cmd, shrink_cmd
+
+    export_cmd.add_export_parser(sub)
+    shrink_cmd.add_shrink_parser(sub)
     return parser

@@ -35,9 +35,17 @@ def main(argv: list[str] | None = None) -> int:
             from . import tamper_cmd
 
             return tamper_cmd.run(args)
+        if args.command == "export":
+            from . import export_cmd
+
+            return export_cmd.run(args)
+        if args.command == "shrink":
+            from . import shrink_cmd
+
+            return shrink_cmd.run(args)
         raise UsageError(
             "lightattn: error: choose a command: bench, list, models, train, eval, compare, "
-            "tamper (see lightattn -h)"
+            "tamper, export, shrink (see lightattn -h)"
         )
     except UsageError as err:
         return fail(str(err))
