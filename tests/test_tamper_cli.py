@@ -240,3 +240,44 @@ def test_predict_works_out_of_the_box_with_the_shipped_checkpoint(tmp_path):
     mask = Image.open(tmp_path / "out" / "photo_mask.png")
     assert mask.size == (90, 61) and mask.mode == "L"
     assert (tmp_path / "out" / "scores.csv").read_text().count("\n") == 2
+
+
+def test_figure_rows_spread_over_the_f1_ranking():
+    from lightattn.tamper.evaluate import ImagePrediction, figure_rows
+
+    preds = []
+    for i in range(7):
+        mask = np.zeros((10, 10), np.uint8)
+        mask[:, : i + 1] = 1
+        prob = np.zeros((10, 10), np.float32)
+        prob[:, :4] = 1.0  # F1 = 2·min(i+1, 4) / (i + 1 + 4)
+        preds.append(ImagePrediction(f"im{i}", np.zeros((10, 10, 3), np.uint8), mask, prob, 0.5))
+    preds.append(ImagePrediction("authentic", preds[0].image, np.zeros((10, 10), np.uint8),
+                                 preds[0].prob, 0.5))  # fmt: skip
+    rows = figure_rows(preds, 3)
+    f1s = [f1 for _, f1 in rows]
+    assert f1s == sorted(f1s, reverse=True) and len(rows) == 3
+    assert rows[0][0].name == "im3" and f1s[0] == 1.0  # the best
+    assert rows[-1][0].name == "im0" and f1s[-1] == pytest.approx(0.4)  # the worst
+    assert all(p.name != "authentic" for p, _ in rows)
+    with pytest.raises(ValueError):
+        figure_rows(preds, 0)
+
+
+def test_eval_figure_writes_a_png(tmp_path, checkpoint):
+    rng = np.random.default_rng(4)
+    for sub in ("Tp", "Gt"):
+        (tmp_path / "d" / sub).mkdir(parents=True)
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 255, (30, 44, 3), np.uint8)).save(
+            tmp_path / "d" / "Tp" / f"x{i}.png"
+        )
+        mask = np.zeros((30, 44), np.uint8)
+        mask[5:15, 10 + i : 30] = 255
+        Image.fromarray(mask).save(tmp_path / "d" / "Gt" / f"x{i}.png")
+    png = tmp_path / "fig" / "pred.png"
+    code = main(["tamper", "eval", "--data", str(tmp_path / "d"), "--checkpoint",
+                 str(checkpoint), "--figure", str(png), "--figure-rows", "2"])  # fmt: skip
+    assert code == 0
+    with Image.open(png) as im:
+        assert im.format == "PNG" and im.size[0] == 1000 and im.size[1] > 2 * 200

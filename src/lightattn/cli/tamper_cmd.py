@@ -1,8 +1,9 @@
-"""`lightattn tamper predict|eval|synth|train`.
+"""`lightattn tamper predict|eval|synth|train|robustness|bench|serve`.
 
 Exit codes: 0 success; 1 when `predict` could not read some input files (the others are
 still written; each bad file gets one line on stderr); 2 for a usage error (one line on
-stderr): bad options, no checkpoint, an output that would overwrite an input.
+stderr): bad options, no checkpoint, an output that would overwrite an input, `serve`
+without its web packages.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import sys
 from pathlib import Path
 
 from .args import UsageError, positive_int
+
+SUBCOMMANDS = ("predict", "eval", "synth", "train", "robustness", "bench", "serve")
 
 PREDICT_EXAMPLES = """examples:
   lightattn tamper predict photo.jpg more/*.png --out masks/
@@ -25,16 +28,19 @@ exit codes: 0 all files done; 1 some files could not be read (the others are wri
 def add_tamper_parser(sub: argparse._SubParsersAction) -> None:
     """Register `tamper` and its sub-commands on the top-level sub-parsers."""
     p = sub.add_parser(
-        "tamper", help="tamper localization: predict, eval, synth, train",
+        "tamper", help="tamper localization: " + ", ".join(SUBCOMMANDS),
         description="Localize manipulated pixels (stdc_tamper network).",
     )  # fmt: skip
     tsub = p.add_subparsers(
-        dest="tamper_command", metavar="{predict,eval,synth,train}", parser_class=type(p)
+        dest="tamper_command", metavar="{" + ",".join(SUBCOMMANDS) + "}", parser_class=type(p)
     )
     add_predict_parser(tsub)
     add_eval_parser(tsub)
     add_synth_parser(tsub)
     add_train_parser(tsub)
+    add_robustness_parser(tsub)
+    add_bench_parser(tsub)
+    add_serve_parser(tsub)
 
 
 def _checkpoint_help() -> str:
@@ -73,6 +79,77 @@ def add_eval_parser(tsub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", metavar="DIR", help="write eval.md and eval.json here")
     p.add_argument("--max-side", type=positive_int, default=2048, metavar="N")
     p.add_argument("--threads", type=positive_int, help="torch threads (default: torch's)")
+    p.add_argument(
+        "--figure", metavar="PNG",
+        help="also draw image | ground truth | probability | overlay rows, spread over the "
+        "F1 ranking (best to worst), into this PNG",
+    )  # fmt: skip
+    p.add_argument("--figure-rows", type=positive_int, default=5, metavar="N")
+
+
+def add_robustness_parser(tsub: argparse._SubParsersAction) -> None:
+    from ..tamper.robustness import PERTURBATIONS
+
+    levels = "; ".join(
+        f"{n}: {', '.join(f'{v:g}' for v in q.levels)}" for n, q in PERTURBATIONS.items()
+    )
+    p = tsub.add_parser(
+        "robustness", help="pixel F1/AUC vs JPEG quality, blur, noise and resize",
+        description="Degrade the test images (never the model) and score each level with "
+        f"the eval metrics. Levels: {levels}. Resize is scored at the degraded size "
+        "(ground truth resized with nearest). Writes robustness.json, .csv and .png.",
+    )  # fmt: skip
+    p.add_argument("--data", required=True, metavar="DIR", help="Tp/+Gt/, CASIA, Columbia...")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder (created)")
+    p.add_argument("--checkpoint", metavar="PATH", help=_checkpoint_help())
+    p.add_argument(
+        "--only", nargs="+", choices=sorted(PERTURBATIONS), metavar="NAME",
+        help=f"run these perturbations only ({', '.join(PERTURBATIONS)})",
+    )  # fmt: skip
+    p.add_argument("--seed", type=int, default=0, help="noise seed (0)")
+    p.add_argument("--max-side", type=positive_int, default=2048, metavar="N")
+    p.add_argument("--threads", type=positive_int, help="torch threads (default: torch's)")
+
+
+def add_bench_parser(tsub: argparse._SubParsersAction) -> None:
+    p = tsub.add_parser(
+        "bench", help="params, GMACs, CPU latency and peak memory per position-attention inner",
+        description="One row per `inner` of the position-attention module (DANet's N×N "
+        "form included), the rest of the network as the default checkpoint's; latency "
+        "interleaved across rows (median of --rounds). Writes efficiency.md and .json.",
+    )  # fmt: skip
+    p.add_argument("--out", metavar="DIR", help="write efficiency.md and efficiency.json here")
+    p.add_argument("--sizes", nargs="+", type=positive_int, default=[512, 1024], metavar="S")
+    p.add_argument("--threads", type=positive_int, default=2, help="torch threads (2)")
+    p.add_argument("--rounds", type=positive_int, default=10, help="timed rounds (10)")
+    p.add_argument("--inner", nargs="+", metavar="NAME", help="only these inners ('none': N×N)")
+    p.add_argument(
+        "--f1", metavar="JSON",
+        help="a JSON object {inner: pixel F1} to add as a column (e.g. from trained variants)",
+    )  # fmt: skip
+
+
+def add_serve_parser(tsub: argparse._SubParsersAction) -> None:
+    p = tsub.add_parser(
+        "serve", help="a local web page: drop an image, see the mask overlay and score",
+        description="Serve a page at http://HOST:PORT/ (needs fastapi, uvicorn and "
+        "python-multipart). Stop with Ctrl-C.",
+    )  # fmt: skip
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
+    p.add_argument("--port", type=port_number, default=8000, help="port (8000)")
+    p.add_argument("--checkpoint", metavar="PATH", help=_checkpoint_help())
+    p.add_argument("--max-side", type=positive_int, default=2048, metavar="N")
+    p.add_argument("--threads", type=positive_int, help="torch threads (default: torch's)")
+
+
+def port_number(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"port {value} must be in 0..65535")
+    return value
 
 
 def add_synth_parser(tsub: argparse._SubParsersAction) -> None:
@@ -130,6 +207,11 @@ def resolve_checkpoint(arg: str | None, command: str) -> Path:
 
 def load_model(arg: str | None, command: str, threads: int | None):
     """The network of the checkpoint, on the CPU in eval mode."""
+    return load_model_meta(arg, command, threads)[0]
+
+
+def load_model_meta(arg: str | None, command: str, threads: int | None):
+    """(network of the checkpoint on the CPU in eval mode, its metadata)."""
     import torch
 
     from ..tamper.checkpoint import load_tamper_model
@@ -138,10 +220,9 @@ def load_model(arg: str | None, command: str, threads: int | None):
         torch.set_num_threads(threads)
     path = resolve_checkpoint(arg, command)
     try:
-        model, _ = load_tamper_model(path)
+        return load_tamper_model(path)
     except ValueError as err:
         raise UsageError(f"lightattn tamper {command}: error: {err}") from err
-    return model
 
 
 def run_predict(args: argparse.Namespace) -> int:
@@ -164,18 +245,108 @@ def run_predict(args: argparse.Namespace) -> int:
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    from ..tamper.evaluate import evaluate_model, markdown_table, write_report
+    from ..tamper import evaluate as ev
 
     model = load_model(args.checkpoint, "eval", args.threads)
     try:
-        result = evaluate_model(model, args.data, args.max_side)
+        preds, seconds = ev.predict_dataset(model, args.data, args.max_side)
     except ValueError as err:
         raise UsageError(f"lightattn tamper eval: error: {err}") from err
-    label = f"stdc_tamper ({Path(args.checkpoint).name if args.checkpoint else 'default'})"
-    print(markdown_table(result, label), end="")
+    result = dict(ev.metrics_of(preds), data=str(args.data), seconds=seconds)
+    result["img_per_s"] = len(preds) / seconds if seconds > 0 else float("nan")
+    label = f"stdc_tamper ({_checkpoint_name(args.checkpoint)})"
+    print(ev.markdown_table(result, label), end="")
     if args.out:
-        md = write_report(result, args.out, label)
+        md = ev.write_report(result, args.out, label)
         sys.stderr.write(f"wrote {md} and {md.with_suffix('.json')}\n")
+    if args.figure:
+        title = (
+            f"{label} on {Path(args.data).name}: mean pixel F1 {result['f1']:.3f} over "
+            f"{int(result['n_tampered'])} images; rows spread over the F1 ranking"
+        )
+        try:
+            png = ev.prediction_figure(preds, args.figure, args.figure_rows, title)
+        except ValueError as err:
+            raise UsageError(f"lightattn tamper eval: error: {err}") from err
+        sys.stderr.write(f"wrote {png}\n")
+    return 0
+
+
+def _checkpoint_name(arg: str | None) -> str:
+    return Path(arg).name if arg else "default"
+
+
+def run_robustness(args: argparse.Namespace) -> int:
+    from ..tamper.robustness import robustness, write_robustness
+
+    model = load_model(args.checkpoint, "robustness", args.threads)
+    try:
+        result = robustness(model, args.data, args.only, args.max_side, args.seed)
+    except ValueError as err:
+        raise UsageError(f"lightattn tamper robustness: error: {err}") from err
+    result["checkpoint"] = _checkpoint_name(args.checkpoint)
+    title = (f"stdc_tamper ({result['checkpoint']}) on {Path(args.data).name}, "
+             f"{result['n_images']} images")  # fmt: skip
+    paths = write_robustness(result, args.out, title)
+    clean = result["clean"]
+    print(f"clean\tF1 {clean['f1']:.3f}\tAUC {clean['auc']:.3f}")
+    for name, curve in result["curves"].items():
+        cells = "  ".join(f"{r['level']:g}: {r['f1']:.3f}" for r in curve)
+        print(f"{name}\tF1 {cells}")
+    sys.stderr.write("wrote " + ", ".join(str(p) for p in paths) + "\n")
+    return 0
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    from ..tamper import efficiency as eff
+
+    variants = eff.default_variants()
+    if args.inner:
+        wanted = [eff.DANET_LABEL if n.lower() == "none" else n for n in args.inner]
+        unknown = sorted(set(wanted) - {v.label for v in variants})
+        if unknown:
+            known = ["none"] + [v.label for v in variants if v.label != eff.DANET_LABEL]
+            raise UsageError(f"lightattn tamper bench: error: unknown --inner {unknown}; "
+                             f"known: {known}")  # fmt: skip
+        variants = [v for v in variants if v.label in wanted]
+    f1 = _read_f1(args.f1) if args.f1 else None
+    try:
+        result = eff.measure(variants, args.sizes, args.threads, args.rounds)
+    except ValueError as err:
+        raise UsageError(f"lightattn tamper bench: error: {err}") from err
+    if f1:
+        eff.add_f1(
+            result, {eff.DANET_LABEL if k.lower() == "none" else k: v for k, v in f1.items()}
+        )
+    print(eff.markdown_table(result), end="")
+    if args.out:
+        md = eff.write_efficiency(result, args.out)
+        sys.stderr.write(f"wrote {md} and {md.with_suffix('.json')}\n")
+    return 0
+
+
+def _read_f1(path: str) -> dict[str, float]:
+    """--f1 JSON: an object of inner -> number; UsageError otherwise."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as err:
+        raise UsageError(f"lightattn tamper bench: error: --f1 {path}: {err}") from err
+    ok = isinstance(data, dict) and all(isinstance(v, (int, float)) for v in data.values())
+    if not ok:
+        raise UsageError(f"lightattn tamper bench: error: --f1 {path} must map inner -> number")
+    return {str(k): float(v) for k, v in data.items()}
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    from ..tamper import serve as web
+
+    try:
+        web.require()
+    except ImportError as err:
+        raise UsageError(f"lightattn tamper serve: error: {err}") from err
+    model, meta = load_model_meta(args.checkpoint, "serve", args.threads)
+    sys.stderr.write(f"lightattn tamper serve: http://{args.host}:{args.port}/ (Ctrl-C stops)\n")
+    web.serve(model, args.host, args.port, args.max_side, meta.get("model"))
     return 0
 
 
@@ -218,11 +389,13 @@ def run(args: argparse.Namespace) -> int:
     """Dispatch `lightattn tamper <sub-command>`."""
     handlers = {
         "predict": run_predict, "eval": run_eval, "synth": run_synth, "train": run_train,
+        "robustness": run_robustness, "bench": run_bench, "serve": run_serve,
     }  # fmt: skip
     command = getattr(args, "tamper_command", None)
     if command not in handlers:
         raise UsageError(
-            "lightattn tamper: error: choose a sub-command: predict, eval, synth, train "
-            "(see lightattn tamper -h)"
+            "lightattn tamper: error: choose a sub-command: "
+            + ", ".join(SUBCOMMANDS)
+            + " (see lightattn tamper -h)"
         )
     return handlers[command](args)
