@@ -281,3 +281,15 @@ def test_eval_figure_writes_a_png(tmp_path, checkpoint):
     assert code == 0
     with Image.open(png) as im:
         assert im.format == "PNG" and im.size[0] == 1000 and im.size[1] > 2 * 200
+
+
+def test_serve_without_web_packages_is_one_line_exit_2(monkeypatch, capsys):
+    from lightattn.tamper import serve
+
+    def missing() -> None:
+        raise ImportError("lightattn tamper serve needs fastapi, uvicorn and python-multipart")
+
+    monkeypatch.setattr(serve, "require", missing)
+    assert main(["tamper", "serve", "--port", "0"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "fastapi" in err[0]
