@@ -1,4 +1,4 @@
 """Mechanisms whose ONNX export (dynamic batch, H, W) is still being rewritten: ONNX tests
 mark these xfail(strict=True), so each must leave this set the moment it passes."""
 
-PENDING: set[str] = {"window", "grid", "hilo", "nystrom", "deformable", "acmix", "sra"}
+PENDING: set[str] = set()

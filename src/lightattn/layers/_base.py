@@ -9,6 +9,7 @@ from torch import Tensor, nn
 
 from ._checks import check_heads, check_positive_int, check_probability
 from ._layout import channel_first
+from ._padding import tracing
 
 
 def check_hw(hw: object) -> tuple[int, int]:
@@ -186,6 +187,8 @@ class AttentionBase(nn.Module):
     def merge_heads(t: Tensor) -> Tensor:
         """(B, h, L, d) -> (B, L, h*d)."""
         b, h, n, d = t.shape
+        if tracing():  # decompositions after tracing may change t's strides: no view
+            return t.transpose(1, 2).clone(memory_format=torch.contiguous_format).view(b, n, h * d)
         return t.transpose(1, 2).reshape(b, n, h * d)
 
 

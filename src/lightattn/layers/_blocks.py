@@ -23,7 +23,7 @@ from torch import Tensor
 
 from . import _padding
 from ._attend import attend, attend_small
-from ._padding import round_up, tracing
+from ._padding import mod, round_up, tracing
 
 SMALL_BLOCK = 49  # blocks of up to this many keys use attend_small (faster than SDPA on CPU)
 
@@ -76,17 +76,17 @@ def _block_coords(r: Tensor, c: Tensor, block: tuple, grid: tuple, dilated: bool
     """Block-ordered position of pixel (r, c) of the padded, rolled map."""
     (bh, bw), (nbh, nbw) = block, grid
     if dilated:
-        bi, ti, bj, tj = r % nbh, r // nbh, c % nbw, c // nbw
+        bi, ti, bj, tj = mod(r, nbh), r // nbh, mod(c, nbw), c // nbw
     else:
-        bi, ti, bj, tj = r // bh, r % bh, c // bw, c % bw
+        bi, ti, bj, tj = r // bh, mod(r, bh), c // bw, mod(c, bw)
     return (bi * nbw + bj) * (bh * bw) + ti * bw + tj
 
 
 def _pixel_coords(pos: Tensor, block: tuple, grid: tuple, dilated: bool) -> tuple[Tensor, Tensor]:
     """Row and column in the padded, rolled map of block-ordered position `pos`."""
     (bh, bw), (nbh, nbw) = block, grid
-    blk, t = pos // (bh * bw), pos % (bh * bw)
-    bi, bj, ti, tj = blk // nbw, blk % nbw, t // bw, t % bw
+    blk, t = pos // (bh * bw), mod(pos, bh * bw)
+    bi, bj, ti, tj = blk // nbw, mod(blk, nbw), t // bw, mod(t, bw)
     if dilated:
         return ti * nbh + bi, tj * nbw + bj
     return bi * bh + ti, bj * bw + tj
@@ -104,11 +104,12 @@ def build_layout(
     hp, wp = round_up(h, bh), round_up(w, bw)
     grid = (hp // bh, wp // bw)
     r, c = _pixel_coords(torch.arange(hp * wp, device=device), block, grid, dilated)
-    src_r, src_c = (r + sh) % hp, (c + sw) % wp
+    src_r, src_c = mod(r + sh, hp), mod(c + sw, wp)
     valid = (src_r < h) & (src_c < w)
     order = torch.where(valid, src_r * w + src_c, h * w)
     pix = torch.arange(h * w, device=device)
-    inverse = _block_coords((pix // w - sh) % hp, (pix % w - sw) % wp, block, grid, dilated)
+    row, col = pix // w + hp - sh, mod(pix, w) + wp - sw  # shifted, kept >= 0
+    inverse = _block_coords(mod(row, hp), mod(col, wp), block, grid, dilated)
     region = None
     if shift is not None:
         rows = (r >= hp - bh).long() + (r >= hp - sh).long()

@@ -20,7 +20,17 @@ def tracing() -> bool:
 
 
 def round_up(n: int, multiple: int) -> int:
-    return -(-n // multiple) * multiple
+    """The smallest multiple of `multiple` >= n (n >= 0). Spelled without negative operands:
+    ONNX's integer division truncates, so `-(-n // m)` would round down once exported."""
+    return (n + multiple - 1) // multiple * multiple
+
+
+def mod(a: Tensor, b) -> Tensor:
+    """`a % b` for an integer tensor a >= 0; spelled with division while tracing, because
+    ONNX's exporter needs a constant divisor for `remainder`."""
+    if tracing():
+        return a - torch.div(a, b, rounding_mode="floor") * b
+    return a % b
 
 
 def pad_map(x: Tensor, pad_h: int, pad_w: int) -> Tensor:
@@ -32,9 +42,9 @@ def pad_map(x: Tensor, pad_h: int, pad_w: int) -> Tensor:
 
 def valid_map(h: int, w: int, hp: int, wp: int, device: torch.device) -> Tensor:
     """(1, Hp, Wp, 1) bool, True on the H x W pixels that are real."""
-    valid = torch.zeros(1, hp, wp, 1, dtype=torch.bool, device=device)
-    valid[:, :h, :w] = True
-    return valid
+    rows = torch.arange(hp, device=device) < h
+    cols = torch.arange(wp, device=device) < w
+    return (rows[:, None] & cols[None, :])[None, :, :, None]
 
 
 def window_partition(x: Tensor, wh: int, ww: int) -> Tensor:

@@ -10,12 +10,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import _padding
-from ._attend import attend, block_mask, softmax
+from ._attend import attend, softmax
 from ._base import AttentionBase, as_map, as_tokens
-from ._blocks import block_layout
+from ._blocks import block_layout, from_blocks, to_blocks
 from ._checks import check_choice, check_positive_int
 from ._layout import linear_in, linear_out
-from ._padding import pad_map, round_up, valid_map, window_partition, window_reverse
+from ._padding import mod, round_up, tracing
 from ._registry import register_attention
 
 
@@ -36,40 +36,63 @@ def shift_kernels(channels: int, kernel_size: int) -> Tensor:
 
 
 def tiles(h: int, w: int, kernel_att: int) -> tuple[int, int, int, int, int, int]:
-    """Tile (th, tw), padded map (hp, wp) and halo (rh, rw) of the sliding fast path."""
+    """Tile (th, tw), padded map (hp, wp) and halo (rh, rw) of the sliding fast path.
+
+    Eager: tiles shrink to a map smaller than kernel_att and a side one tile covers has no
+    halo. While tracing, sizes are symbolic, so tiles are always kernel_att with a halo: the
+    extra keys are masked, the result is the same."""
     r = kernel_att // 2
+    if tracing():
+        hp, wp = round_up(h, kernel_att), round_up(w, kernel_att)
+        return kernel_att, kernel_att, hp, wp, r, r
     th, tw = min(kernel_att, h), min(kernel_att, w)
     hp, wp = round_up(h, th), round_up(w, tw)
     return th, tw, hp, wp, (r if hp > th else 0), (r if wp > tw else 0)
 
 
-def halo_mask(h: int, w: int, kernel_att: int, device: torch.device) -> Tensor:
-    """(nTiles, Lq, Lk) bool: query of a tile may attend key of its halo (cached per shape)."""
-    return _cached_halo_mask(h, w, kernel_att, torch.device(device))
+def halo(h: int, w: int, kernel_att: int, device: torch.device) -> tuple[Tensor, Tensor]:
+    """`build_halo` of the shape, cached per shape in eager mode."""
+    if tracing():
+        return build_halo(h, w, kernel_att, device)
+    return _cached_halo(h, w, kernel_att, torch.device(device))
 
 
 @lru_cache(maxsize=64)
-def _cached_halo_mask(h: int, w: int, kernel_att: int, device: torch.device) -> Tensor:
+def _cached_halo(h: int, w: int, kernel_att: int, device: torch.device) -> tuple[Tensor, Tensor]:
+    with torch.inference_mode(False):  # cached tensors must serve autograd calls later
+        return build_halo(h, w, kernel_att, device)
+
+
+def build_halo(h, w, kernel_att: int, device: torch.device) -> tuple[Tensor, Tensor]:
+    """The halo tiles of the sliding fast path, from index arithmetic on the (possibly
+    symbolic) sizes: `order` (nTiles * Lk,), the row-major token of each halo position (N
+    outside the map: the gather appends one fill row), and `mask` (nTiles, Lq, Lk) bool,
+    True where a query of the tile may attend a key of its halo."""
     th, tw, hp, wp, rh, rw = tiles(h, w, kernel_att)
     kh, kw, r = th + 2 * rh, tw + 2 * rw, kernel_att // 2
-    with torch.inference_mode(False):  # cached tensors must serve autograd calls later
-        valid = torch.zeros(hp + 2 * rh, wp + 2 * rw, dtype=torch.bool, device=device)
-        valid[rh : rh + h, rw : rw + w] = True
-        key_ok = valid.unfold(0, kh, th).unfold(1, kw, tw).reshape(-1, 1, kh * kw)
-        query_ok = window_partition(valid_map(h, w, hp, wp, device), th, tw)[..., 0]
+    tile, pos = (
+        torch.arange(hp // th * (wp // tw), device=device),
+        torch.arange(kh * kw, device=device),
+    )
+    tile_y, tile_x = tile // (wp // tw), mod(tile, wp // tw)
+    y = (tile_y * th - rh)[:, None] + (pos // kw)[None]
+    x = (tile_x * tw - rw)[:, None] + mod(pos, kw)[None]
+    key_ok = (y >= 0) & (y < h) & (x >= 0) & (x < w)  # (nTiles, Lk)
+    order = torch.where(key_ok, y * w + x, h * w).flatten()
+    query_ok = (tile_y[:, None] * th + torch.arange(th, device=device)[None] < h)[:, :, None] & (
+        tile_x[:, None] * tw + torch.arange(tw, device=device)[None] < w
+    )[:, None, :]
+    query_ok = query_ok.flatten(1)  # (nTiles, Lq)
 
-        def near(t: int, k: int, halo: int) -> Tensor:
-            offset = (
-                torch.arange(k, device=device)[None]
-                - halo
-                - torch.arange(t, device=device)[:, None]
-            )
-            return offset.abs() <= r
+    def near(t: int, k: int, halo: int) -> Tensor:
+        keys, queries = torch.arange(k, device=device), torch.arange(t, device=device)
+        return (keys[None] - halo - queries[:, None]).abs() <= r
 
-        close = near(th, kh, rh)[:, None, :, None] & near(tw, kw, rw)[None, :, None, :]
-        close = close.reshape(th * tw, kh * kw)
-        # padded queries (cropped later) attend the tile's real keys: no empty rows
-        return torch.where(query_ok[:, :, None], close & key_ok, key_ok)
+    close = near(th, kh, rh)[:, None, :, None] & near(tw, kw, rw)[None, :, None, :]
+    close = close.reshape(th * tw, kh * kw)
+    # padded queries (cropped later) attend the tile's real keys: no empty rows (logic ops,
+    # not a boolean `where`, which onnxruntime lacks)
+    return order, key_ok[:, None, :] & (close | ~query_ok[:, :, None])
 
 
 def _neighbours(side: int, radius: int) -> int:
@@ -153,6 +176,13 @@ class ACmix(AttentionBase):
 
     # -- geometry -------------------------------------------------------------------------
 
+    def _window_size(self, h: int, w: int) -> tuple[int, int]:
+        """Window of the `att="window"` mode: kernel_att, shrunk to a smaller map in eager
+        mode (while tracing, a padded, masked full window gives the same result)."""
+        if tracing():
+            return self.kernel_att, self.kernel_att
+        return min(self.kernel_att, h), min(self.kernel_att, w)
+
     def _tiles(self, h: int, w: int) -> tuple[int, int, int, int, int, int]:
         return tiles(h, w, self.kernel_att)
 
@@ -163,25 +193,19 @@ class ACmix(AttentionBase):
         heads, d = self.num_heads, self.head_dim
         th, tw, hp, wp, rh, rw = self._tiles(h, w)
         kh, kw = th + 2 * rh, tw + 2 * rw
-        grid = qkv.view(b, h, w, 3 * c)
-        q = window_partition(pad_map(grid[..., :c], hp - h, wp - w), th, tw)
-        q = q.view(-1, th * tw, heads, d).transpose(1, 2)
-        pads = (0, 0, rw, rw + wp - w, rh, rh + hp - h)
-        kv = F.pad(grid[..., c:], pads, value=_padding.PAD_FILL)
-        kv = kv.unfold(1, kh, th).unfold(2, kw, tw)  # (B, nTh, nTw, 2C, kh, kw)
-        kv = kv.permute(0, 1, 2, 4, 5, 3).reshape(-1, kh * kw, 2, heads, d)
-        k, v = kv.permute(2, 0, 3, 1, 4)  # (B*nT, heads, Lk, d)
+        layout = block_layout(h, w, (th, tw), device=qkv.device)
+        q = to_blocks(qkv[..., :c], layout).view(-1, th * tw, heads, d).transpose(1, 2)
+        order, mask = halo(h, w, self.kernel_att, qkv.device)
+        kv = F.pad(qkv[..., c:], (0, 0, 0, 1), value=_padding.PAD_FILL).index_select(1, order)
+        k, v = kv.view(-1, kh * kw, 2, heads, d).permute(2, 0, 3, 1, 4)  # (B*nT, heads, Lk, d)
         # q·pos(c_j - c_i) = q·pos(c_j) - q·pos(c_i): the second term is constant per query
         # and cancels in the softmax, so the position term is a key offset.
         k = k + self.pos(grid_coords(kh, kw, qkv) / self.pos_unit)
-        mask = halo_mask(h, w, self.kernel_att, qkv.device)
-        n_tiles = mask.shape[0]
-        mask = mask[None].expand(b, -1, -1, -1).reshape(b * n_tiles, 1, th * tw, kh * kw)
+        mask = mask[:, None].repeat(b, 1, 1, 1)  # (B * nTiles, 1, Lq, Lk)
         out = attend(
             q, k, v, scale=self.scale, mask=mask, dropout_p=self.attn_dropout_p, reference=False
         )
-        out = window_reverse(self.merge_heads(out), th, tw, hp, wp)
-        return out[:, :h, :w].reshape(b, h * w, c)
+        return from_blocks(self.merge_heads(out), layout)
 
     def _sliding_reference(self, qkv: Tensor, h: int, w: int) -> Tensor:
         b, c = qkv.shape[0], self.dim
@@ -207,18 +231,14 @@ class ACmix(AttentionBase):
         return out.reshape(b, c, h * w).transpose(1, 2)
 
     def _window(self, qkv: Tensor, h: int, w: int) -> Tensor:
-        b, c = qkv.shape[0], self.dim
+        b = qkv.shape[0]
         heads, d = self.num_heads, self.head_dim
-        wh, ww = min(self.kernel_att, h), min(self.kernel_att, w)
-        hp, wp = round_up(h, wh), round_up(w, ww)
-        windows = window_partition(pad_map(qkv.view(b, h, w, 3 * c), hp - h, wp - w), wh, ww)
+        wh, ww = self._window_size(h, w)
+        layout = block_layout(h, w, (wh, ww), device=qkv.device)
+        windows = to_blocks(qkv, layout)  # (B * nWin, L, 3C)
         q, k, v = windows.view(-1, wh * ww, 3, heads, d).permute(2, 0, 3, 1, 4)
         coords = grid_coords(wh, ww, qkv) / self.pos_unit
-        mask = None
-        if (hp, wp) != (h, w):
-            valid = window_partition(valid_map(h, w, hp, wp, qkv.device), wh, ww)[..., 0]
-            mask = block_mask(valid)[:, None]  # (nWin, 1, L, L)
-            mask = mask.expand(b, -1, -1, -1, -1).reshape(-1, 1, wh * ww, wh * ww)
+        mask = None if layout.identity else layout.mask().repeat(b, 1, 1, 1)
         if self.reference:
             rel = self.pos(coords[None, :, :] - coords[:, None, :])  # (L, L, d): c_j - c_i
             bias = torch.einsum("bhid,ijd->bhij", q, rel) * self.scale
@@ -231,8 +251,7 @@ class ACmix(AttentionBase):
                 q, k + self.pos(coords), v, scale=self.scale, mask=mask,
                 dropout_p=self.attn_dropout_p, reference=False,
             )  # fmt: skip
-        out = window_reverse(self.merge_heads(out), wh, ww, hp, wp)
-        return out[:, :h, :w].reshape(b, h * w, c)
+        return from_blocks(self.merge_heads(out), layout)
 
     # -- convolution path -----------------------------------------------------------------
 

@@ -216,7 +216,8 @@ class DeformableAttention(AttentionBase):
         return out
 
     def key_grid(self, h: int, w: int) -> tuple[int, int]:
-        return -(-h // self.stride), -(-w // self.stride)
+        s = self.stride  # ceil without negative operands (ONNX integer division truncates)
+        return (h + s - 1) // s, (w + s - 1) // s
 
     def extra_keys(self) -> int:
         """Rows and columns of masked keys added to the key grid: 1 while torch.export traces

@@ -11,12 +11,15 @@ from ._attend import attend
 from ._base import AttentionBase
 from ._checks import check_positive_int
 from ._layout import linear_in, linear_out
+from ._padding import tracing
 from ._registry import register_attention
 
 
 def segment_means(x: Tensor, m: int) -> Tensor:
     """(..., N, d) -> (..., m, d): means of m contiguous segments of near-equal length."""
     n = x.shape[-2]
+    if tracing():
+        return _segment_means_matmul(x, m)
     if n % m == 0:
         return x.unflatten(-2, (m, n // m)).mean(dim=-2)
     seg = torch.arange(n, device=x.device) * m // n
@@ -24,6 +27,15 @@ def segment_means(x: Tensor, m: int) -> Tensor:
     sums = sums.index_add(-2, seg, x)
     counts = torch.bincount(seg, minlength=m).to(x.dtype)
     return sums / counts[:, None]
+
+
+def _segment_means_matmul(x: Tensor, m) -> Tensor:
+    """`segment_means` as one (m, N) averaging matrix: no size-dependent branch or bincount,
+    so it exports with symbolic N and m."""
+    n = x.shape[-2]
+    seg = torch.arange(n, device=x.device) * m // n
+    member = (seg[None, :] == torch.arange(m, device=x.device)[:, None]).to(x.dtype)
+    return (member / member.sum(-1, keepdim=True)) @ x
 
 
 def iterative_pinv(a: Tensor, iterations: int) -> Tensor:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -20,6 +21,27 @@ def channels_last_tokens(x: Tensor) -> Tensor:
     tokens returns), and no stride guard on the reduced size while exporting."""
     b, c = x.shape[:2]
     return x.permute(0, 2, 3, 1).reshape(b, -1, c)
+
+
+def _pool_matrix(n, out, like: Tensor) -> Tensor:
+    """(out, n) averaging matrix of adaptive average pooling from n to out cells: row i
+    averages inputs floor(i·n/out) .. ceil((i+1)·n/out) - 1, as `adaptive_avg_pool2d`."""
+    i = torch.arange(out, device=like.device)[:, None]
+    j = torch.arange(n, device=like.device)[None]
+    start, end = i * n // out, ((i + 1) * n + out - 1) // out
+    member = ((j >= start) & (j < end)).to(like.dtype)
+    return member / member.sum(-1, keepdim=True)
+
+
+def adaptive_avg_pool(x: Tensor, size: tuple[int, int]) -> Tensor:
+    """`F.adaptive_avg_pool2d` of a (B, C, H, W) map; while tracing, two matmuls with
+    averaging matrices built from the (symbolic) sizes, because the exported decomposition
+    of adaptive pooling bakes in the trace-time input size."""
+    if not tracing():
+        return F.adaptive_avg_pool2d(x, size)
+    rows = _pool_matrix(x.shape[-2], size[0], x)
+    cols = _pool_matrix(x.shape[-1], size[1], x)
+    return rows @ x @ cols.transpose(0, 1)
 
 
 @register_attention("sra")
@@ -87,12 +109,12 @@ class SpatialReductionAttention(AttentionBase):
         if self.pool_size is not None:
             return min(self.pool_size, h), min(self.pool_size, w)
         r = self.sr_ratio
-        return -(-h // r), -(-w // r)
+        return (h + r - 1) // r, (w + r - 1) // r  # no negative operands: exported as ONNX Div
 
     def reduce(self, x: Tensor, h: int, w: int) -> Tensor:
         """(B, N, C) tokens -> (B, Nr, C) reduced tokens."""
         if self.pool_size is not None:
-            pooled = F.adaptive_avg_pool2d(as_map(x, h, w), self.reduced_size(h, w))
+            pooled = adaptive_avg_pool(as_map(x, h, w), self.reduced_size(h, w))
             return F.gelu(self.norm(as_tokens(self.sr(pooled))))
         r = self.sr_ratio
         if r == 1:

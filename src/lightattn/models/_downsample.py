@@ -12,7 +12,8 @@ from ._deform_conv import DeformConv2d
 
 
 def ceil_div(n: int, d: int) -> int:
-    return -(-n // d)
+    """ceil(n / d) for n >= 0, without negative operands (ONNX integer division truncates)."""
+    return (n + d - 1) // d
 
 
 def pad_to_multiple(x: Tensor, multiple: int) -> Tensor:
