@@ -293,3 +293,64 @@ def test_serve_without_web_packages_is_one_line_exit_2(monkeypatch, capsys):
     assert main(["tamper", "serve", "--port", "0"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "fastapi" in err[0]
+
+
+def test_inner_variants_cover_every_mechanism_and_flag_the_default():
+    from lightattn import list_attention
+    from lightattn.tamper.efficiency import DANET_LABEL, inner_variants
+
+    base = {"width": 0.5, "inner": "window", "inner_kwargs": {"window_size": 4}}
+    variants = inner_variants(base, "window")
+    labels = [v.label for v in variants]
+    assert labels[0] == DANET_LABEL and variants[0].kwargs["inner"] is None
+    assert set(labels[1:]) == set(list_attention()) - {"position"}
+    assert [v.label for v in variants if v.default] == ["window"]
+    for v in variants:
+        assert v.kwargs["width"] == 0.5
+        assert ("inner_kwargs" in v.kwargs) == (v.label == "window")
+
+
+def test_measure_rows_and_table():
+    from lightattn.tamper.efficiency import Variant, add_f1, markdown_table, measure
+
+    variants = [
+        Variant("linear", {"width": 0.25, "inner": "linear"}, default=True),
+        Variant("none (DANet N×N)", {"width": 0.25, "inner": None}),
+    ]
+    result = measure(variants, sizes=(64, 96), threads=1, rounds=2)
+    for row in result["rows"]:
+        model = create_tamper_model(**row["kwargs"])
+        assert row["params"] == sum(p.numel() for p in model.parameters())
+        for s in (64, 96):
+            cell = row["sizes"][str(s)]
+            assert cell["gmacs"] == pytest.approx(model.macs(s, s) / 1e9)
+            assert 0 < cell["ms"] == pytest.approx(min(cell["ms_rounds"]), abs=1e-2)
+            assert cell["ms"] <= cell["ms_q1"] <= cell["ms_median"] <= cell["ms_q3"]
+            assert len(cell["ms_rounds"]) == 2
+            assert cell["peak_mb"] is None or cell["peak_mb"] > 0
+    assert result["rows"][0]["sizes"]["64"]["ratio"] == 1.0
+    assert result["rows"][1]["sizes"]["96"]["gmacs"] > result["rows"][1]["sizes"]["64"]["gmacs"]
+    add_f1(result, {"linear": 0.25})
+    table = markdown_table(result)
+    assert "**linear** (default)" in table and "0.250" in table and "| – |" in table
+    assert "GMACs 96²" in table and "interleaved" in table
+    with pytest.raises(ValueError):
+        measure(variants, sizes=(16,), threads=1, rounds=1)
+
+
+def test_bench_cli_writes_table_and_rejects_bad_input(tmp_path, capsys):
+    out = tmp_path / "eff"
+    code = main(["tamper", "bench", "--inner", "linear", "none", "--sizes", "64",
+                 "--rounds", "1", "--threads", "1", "--out", str(out)])  # fmt: skip
+    assert code == 0
+    md = (out / "efficiency.md").read_text()
+    assert "linear" in md and "DANet" in md and "ms 64²" in md
+    import json
+
+    rows = json.loads((out / "efficiency.json").read_text())["rows"]
+    assert [r["label"] for r in rows] == ["none (DANet N×N)", "linear"]
+    capsys.readouterr()
+    (tmp_path / "f1.json").write_text("[1, 2]")
+    for extra in (["--inner", "bogus"], ["--sizes", "16"], ["--f1", str(tmp_path / "f1.json")]):
+        assert main(["tamper", "bench", "--rounds", "1", "--threads", "1", *extra]) == 2, extra
+        assert len(capsys.readouterr().err.strip().splitlines()) == 1
