@@ -345,6 +345,7 @@ def test_bench_cli_writes_table_and_rejects_bad_input(tmp_path, capsys):
     assert code == 0
     md = (out / "efficiency.md").read_text()
     assert "linear" in md and "DANet" in md and "ms 64²" in md
+    assert "Command: `lightattn tamper bench --threads 1 --rounds 1 --sizes 64 --inner " in md
     import json
 
     rows = json.loads((out / "efficiency.json").read_text())["rows"]

@@ -320,9 +320,20 @@ def run_bench(args: argparse.Namespace) -> int:
         )
     print(eff.markdown_table(result), end="")
     if args.out:
-        md = eff.write_efficiency(result, args.out)
+        md = eff.write_efficiency(result, args.out, f"Command: `{bench_command(args)}`")
         sys.stderr.write(f"wrote {md} and {md.with_suffix('.json')}\n")
     return 0
+
+
+def bench_command(args: argparse.Namespace) -> str:
+    """The `lightattn tamper bench` command line that reproduces this run."""
+    parts = ["lightattn tamper bench", f"--threads {args.threads}", f"--rounds {args.rounds}",
+             "--sizes " + " ".join(str(s) for s in args.sizes)]  # fmt: skip
+    if args.inner:
+        parts.append("--inner " + " ".join(args.inner))
+    if args.f1:
+        parts.append(f"--f1 {args.f1}")
+    return " ".join(parts + [f"--out {args.out}"])
 
 
 def _read_f1(path: str) -> dict[str, float]:
