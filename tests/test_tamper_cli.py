@@ -317,23 +317,23 @@ def test_measure_rows_and_table():
         Variant("linear", {"width": 0.25, "inner": "linear"}, default=True),
         Variant("none (DANet N×N)", {"width": 0.25, "inner": None}),
     ]
-    result = measure(variants, sizes=(64, 96), threads=1, rounds=2)
+    result = measure(variants, sizes=(48, 64), threads=1, rounds=2)
     for row in result["rows"]:
         model = create_tamper_model(**row["kwargs"])
         assert row["params"] == sum(p.numel() for p in model.parameters())
-        for s in (64, 96):
+        for s in (48, 64):
             cell = row["sizes"][str(s)]
             assert cell["gmacs"] == pytest.approx(model.macs(s, s) / 1e9)
             assert 0 < cell["ms"] == pytest.approx(min(cell["ms_rounds"]), abs=1e-2)
             assert cell["ms"] <= cell["ms_q1"] <= cell["ms_median"] <= cell["ms_q3"]
             assert len(cell["ms_rounds"]) == 2
             assert cell["peak_mb"] is None or cell["peak_mb"] > 0
-    assert result["rows"][0]["sizes"]["64"]["ratio"] == 1.0
-    assert result["rows"][1]["sizes"]["96"]["gmacs"] > result["rows"][1]["sizes"]["64"]["gmacs"]
+    assert result["rows"][0]["sizes"]["48"]["ratio"] == 1.0
+    assert result["rows"][1]["sizes"]["64"]["gmacs"] > result["rows"][1]["sizes"]["48"]["gmacs"]
     add_f1(result, {"linear": 0.25})
     table = markdown_table(result)
     assert "**linear** (default)" in table and "0.250" in table and "| – |" in table
-    assert "GMACs 96²" in table and "interleaved" in table
+    assert "GMACs 64²" in table and "interleaved" in table
     with pytest.raises(ValueError):
         measure(variants, sizes=(16,), threads=1, rounds=1)
 
