@@ -15,7 +15,11 @@ Choices, measured on this machine's AVX2 CPU without VNNI (docs/export/int8.md):
 from __future__ import annotations
 
 import copy
+import csv
+import json
+import sys
 import tempfile
+import time
 import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -152,12 +156,15 @@ def quantize_onnx_static(
     max_batches: int | None = 16,
     op_types: Iterable[str] = STATIC_OPS,
     attention_products: bool = False,
+    quantize_outputs: bool = False,
     per_channel: bool = True,
     reduce_range: bool = True,
 ) -> Path:
     """Write `dst`: `src` statically quantized to int8 in QDQ format (uint8 activations with
     MinMax ranges from `calibration`, int8 weights) on the nodes of `op_types`; the rest
-    stays float. MatMuls of two activations (q·kᵀ, attn·v) stay float unless
+    stays float. Their outputs stay float unless `quantize_outputs` (ORT then runs
+    MatMulIntegerToFloat: no requantization before the float LayerNorm/GELU/Add that
+    follow). MatMuls of two activations (q·kᵀ, attn·v) stay float unless
     `attention_products`, and so does the Softmax between them. `calibration`: images as one
     (N, C, H, W) array/tensor or an iterable of batches (a DataLoader of (images, labels)
     works), at most `max_batches` used. Returns `dst`. ValueError for a missing `src`, empty
@@ -179,12 +186,13 @@ def quantize_onnx_static(
         name_nodes(model.graph)
         onnx.save(model, str(prepared))
         exclude = [] if attention_products else activation_matmuls(model.graph)
+        extra = {} if quantize_outputs else {"OpTypesToExcludeOutputQuantization": op_types}
         quantize_static(
             prepared, dst, _reader(graph_input(model.graph), batches),
             quant_format=QuantFormat.QDQ, op_types_to_quantize=op_types,
             nodes_to_exclude=exclude, per_channel=per_channel, reduce_range=reduce_range,
             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-            calibrate_method=CalibrationMethod.MinMax,
+            calibrate_method=CalibrationMethod.MinMax, extra_options=extra,
         )  # fmt: skip
     return dst
 
@@ -259,3 +267,196 @@ class _quiet_logs:
 
         for name, level in self.levels.items():
             logging.getLogger(name).setLevel(level)
+
+
+# --- the int8 report: accuracy and interleaved latency of a trained checkpoint -------------
+
+# ORT settings measured beside the chosen ones (name -> dynamic or static keyword arguments)
+ALTERNATIVES: dict[str, tuple[str, dict[str, Any]]] = {
+    "ORT int8 dynamic, per-channel + reduce_range": (
+        "dynamic", {"per_channel": True, "reduce_range": True}),
+    "ORT int8 dynamic, + Conv (ConvInteger)": (
+        "dynamic", {"op_types_to_quantize": ["MatMul", "Gemm", "Conv"]}),
+    "ORT int8 static, per-tensor": ("static", {"per_channel": False, "reduce_range": False}),
+    "ORT int8 static, per-channel, no reduce_range": ("static", {"reduce_range": False}),
+    "ORT int8 static, + attention products": ("static", {"attention_products": True}),
+    "ORT int8 static, outputs quantized (QLinearMatMul)": ("static", {"quantize_outputs": True}),
+}  # fmt: skip
+
+
+def images_of(dataset, limit: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first `limit` items of a (image, label) dataset stacked: (N, C, H, W), (N,)."""
+    n = len(dataset) if limit is None else min(limit, len(dataset))
+    items = [dataset[i] for i in range(n)]
+    return torch.stack([x for x, _ in items]), torch.tensor([int(y) for _, y in items])
+
+
+def logits_of(run, images: torch.Tensor, batch: int = 32) -> np.ndarray:
+    with torch.no_grad():
+        parts = [np.asarray(run(images[i : i + batch])) for i in range(0, len(images), batch)]
+    return np.concatenate(parts)
+
+
+def interleaved_ms(runs: dict[Any, Any], x: torch.Tensor, rounds: int) -> dict[Any, list[float]]:
+    """Per-call ms of every run on `x`, one call of each per round (order rotated), so that
+    a busy machine slows them alike."""
+    names = list(runs)
+    times: dict[Any, list[float]] = {n: [] for n in names}
+    with torch.no_grad():
+        for name in names:
+            for _ in range(3):
+                runs[name](x)
+        for r in range(rounds):
+            for name in names[r % len(names) :] + names[: r % len(names)]:
+                started = time.perf_counter()
+                runs[name](x)
+                times[name].append(1e3 * (time.perf_counter() - started))
+    return times
+
+
+def int8_report(
+    checkpoint: str | Path,
+    out: str | Path,
+    *,
+    calibration: int = 256,
+    rounds: int = 200,
+    instances: int = 3,
+    alternatives: bool = True,
+) -> dict[str, Any]:
+    """Test accuracy, agreement with fp32 and batch-1 / batch-32 latency (1 thread,
+    interleaved) of a `lightattn train` checkpoint as eager fp32, eager int8 dynamic, ORT
+    fp32, ORT int8 dynamic and ORT int8 static (calibrated on the first `calibration`
+    training images, unaugmented). Latency: the median of `rounds` calls at batch 1
+    (rounds / 10 at batch 32) of the fastest of `instances` copies of each variant, all
+    interleaved. Writes int8.json and int8.csv (and the ONNX files under onnx/) in `out`."""
+    from ..train.data import build_dataset
+    from ..train.evaluate import load_checkpoint
+    from .onnx import ort_session
+
+    torch.set_num_threads(1)
+    model, meta = load_checkpoint(checkpoint)
+    cfg = meta["config"]
+    bundle = build_dataset(cfg["data"], cfg["img_size"], augment=False, seed=cfg["data_seed"])
+    x_cal, _ = images_of(bundle["train"], calibration)
+    x_test, y_test = images_of(bundle["test"])
+    out = Path(out)
+    onnx_dir = out / "onnx"
+    fp32 = export_classifier(model, x_test[:2], onnx_dir / "fp32.onnx")
+    files = {
+        "ORT fp32": fp32,
+        "ORT int8 dynamic": quantize_onnx_dynamic(fp32, onnx_dir / "dynamic.onnx"),
+        "ORT int8 static": quantize_onnx_static(fp32, onnx_dir / "static.onnx", x_cal),
+    }
+    if alternatives:
+        files.update(_alternatives(fp32, onnx_dir, x_cal))
+    makers: dict[str, Any] = {
+        "eager fp32": lambda: copy.deepcopy(model),
+        "eager int8 dynamic": lambda: quantize_dynamic_torch(model),
+    }
+    for name, path in files.items():
+        makers[name] = (lambda p: lambda: _ort_run(ort_session(p, threads=1)))(path)
+    # instances of one model differ by up to 4x at batch 1 here (memory placement): time
+    # several of each variant and keep the fastest
+    runs = {(name, i): make() for name, make in makers.items() for i in range(instances)}
+    reference = logits_of(runs["eager fp32", 0], x_test)
+    rows = []
+    for name in makers:
+        logits = logits_of(runs[name, 0], x_test)
+        rows.append({
+            "variant": name, "test_acc": float((logits.argmax(1) == y_test.numpy()).mean()),
+            "agree_fp32": float((logits.argmax(1) == reference.argmax(1)).mean()),
+            "max_abs_logit_diff": float(np.abs(logits - reference).max()),
+            "onnx_kb": files[name].stat().st_size / 1024 if name in files else None,
+        })  # fmt: skip
+    for batch in (1, 32):
+        times = interleaved_ms(runs, x_test[:batch], rounds if batch == 1 else rounds // 10)
+        medians = {key: float(np.median(t)) for key, t in times.items()}
+        best = {n: min(medians[n, i] for i in range(instances)) for n in makers}
+        for row in rows:
+            name = row["variant"]
+            row[f"ms_b{batch}"] = best[name]
+            row[f"speedup_b{batch}"] = best["eager fp32"] / best[name]
+            row[f"instances_ms_b{batch}"] = [medians[name, i] for i in range(instances)]
+    result = {
+        "checkpoint": str(checkpoint), "config": cfg, "test_images": len(y_test),
+        "calibration_images": len(x_cal), "rounds_b1": rounds, "rounds_b32": rounds // 10,
+        "instances": instances,
+        "threads": 1, "torch": torch.__version__, "onnxruntime": _ort_version(), "rows": rows,
+    }  # fmt: skip
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "int8.json").write_text(json.dumps(result, indent=2))
+    with open(out / "int8.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return result
+
+
+def _alternatives(fp32: Path, onnx_dir: Path, x_cal: torch.Tensor) -> dict[str, Path]:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    files = {}
+    for i, (name, (kind, kwargs)) in enumerate(ALTERNATIVES.items()):
+        path = onnx_dir / f"alternative-{i}.onnx"
+        if kind == "dynamic":
+            options = {"op_types_to_quantize": list(DYNAMIC_OPS), **kwargs}
+            quantize_dynamic(fp32, path, weight_type=QuantType.QInt8, **options)
+        else:
+            quantize_onnx_static(fp32, path, x_cal, **kwargs)
+        files[name] = path
+    return files
+
+
+def _ort_run(session: Any) -> Any:
+    from .onnx import run_ort
+
+    return lambda x: run_ort(session, x)[0]
+
+
+def _ort_version() -> str:
+    import onnxruntime
+
+    return onnxruntime.__version__
+
+
+def markdown_table(result: dict[str, Any]) -> str:
+    """The report's rows as a markdown table."""
+    lines = [
+        "| variant | test acc | agrees with fp32 | max abs logit diff | batch 1 ms (x eager) "
+        "| batch 32 ms/img (x eager) | ONNX KB |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in result["rows"]:
+        kb = f"{r['onnx_kb']:.0f}" if r["onnx_kb"] is not None else ""
+        lines.append(
+            f"| {r['variant']} | {100 * r['test_acc']:.1f} | {100 * r['agree_fp32']:.1f}% | "
+            f"{r['max_abs_logit_diff']:.3f} | {r['ms_b1']:.2f} ({r['speedup_b1']:.2f}x) | "
+            f"{r['ms_b32'] / 32:.3f} ({r['speedup_b32']:.2f}x) | {kb} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """python -m lightattn.export.quantize CHECKPOINT --out DIR: the int8 report."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m lightattn.export.quantize")
+    parser.add_argument("checkpoint")
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--calibration", type=int, default=256)
+    parser.add_argument("--rounds", type=int, default=200)
+    parser.add_argument("--instances", type=int, default=3)
+    parser.add_argument("--no-alternatives", action="store_true")
+    args = parser.parse_args(argv)
+    started = time.perf_counter()
+    result = int8_report(
+        args.checkpoint, args.out, calibration=args.calibration, rounds=args.rounds,
+        instances=args.instances, alternatives=not args.no_alternatives,
+    )  # fmt: skip
+    print(markdown_table(result), end="")
+    print(f"wall {time.perf_counter() - started:.0f} s", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
