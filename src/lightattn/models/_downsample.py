@@ -7,6 +7,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..layers._padding import tracing
 from ._blocks import map_to_tokens
 from ._deform_conv import DeformConv2d
 
@@ -20,7 +21,9 @@ def pad_to_multiple(x: Tensor, multiple: int) -> Tensor:
     """Zero-pad a (B, C, H, W) map at the bottom and right to multiples of `multiple`."""
     h, w = x.shape[-2:]
     pad_h, pad_w = ceil_div(h, multiple) * multiple - h, ceil_div(w, multiple) * multiple - w
-    return F.pad(x, (0, pad_w, 0, pad_h)) if pad_h or pad_w else x
+    if tracing() or pad_h or pad_w:  # traced sizes are symbolic: always pad (maybe by 0)
+        return F.pad(x, (0, pad_w, 0, pad_h))
+    return x
 
 
 class PatchEmbed(nn.Module):
