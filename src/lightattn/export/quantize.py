@@ -72,17 +72,20 @@ def output_file(src: Path, dst: str | Path) -> Path:
     return dst
 
 
-def quantize_onnx_dynamic(src: str | Path, dst: str | Path) -> Path:
+def quantize_onnx_dynamic(
+    src: str | Path, dst: str | Path, *, per_channel: bool = True, reduce_range: bool = True
+) -> Path:
     """Write `dst`: the ONNX model `src` with the weights of its MatMul and Gemm nodes in
-    int8 (activations quantized at run time: DynamicQuantizeLinear + MatMulInteger).
-    Same inputs and outputs as `src`. Returns `dst`; ValueError if `src` is not an ONNX file."""
+    int8 (activations quantized at run time: DynamicQuantizeLinear + MatMulInteger), per
+    output channel and in 7 bits unless told otherwise (see the module docstring). Same
+    inputs and outputs as `src`. Returns `dst`; ValueError if `src` is not an ONNX file."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     src = onnx_file(src)
     dst = output_file(src, dst)
     quantize_dynamic(
-        src, dst, op_types_to_quantize=list(DYNAMIC_OPS), per_channel=False,
-        reduce_range=False, weight_type=QuantType.QInt8,
+        src, dst, op_types_to_quantize=list(DYNAMIC_OPS), per_channel=per_channel,
+        reduce_range=reduce_range, weight_type=QuantType.QInt8,
     )  # fmt: skip
     return dst
 
@@ -273,8 +276,8 @@ class _quiet_logs:
 
 # ORT settings measured beside the chosen ones (name -> dynamic or static keyword arguments)
 ALTERNATIVES: dict[str, tuple[str, dict[str, Any]]] = {
-    "ORT int8 dynamic, per-channel + reduce_range": (
-        "dynamic", {"per_channel": True, "reduce_range": True}),
+    "ORT int8 dynamic, per-tensor, 8-bit weights": (
+        "dynamic", {"per_channel": False, "reduce_range": False}),
     "ORT int8 dynamic, + Conv (ConvInteger)": (
         "dynamic", {"op_types_to_quantize": ["MatMul", "Gemm", "Conv"]}),
     "ORT int8 static, per-tensor": ("static", {"per_channel": False, "reduce_range": False}),
@@ -399,7 +402,8 @@ def _alternatives(fp32: Path, onnx_dir: Path, x_cal: torch.Tensor) -> dict[str, 
     for i, (name, (kind, kwargs)) in enumerate(ALTERNATIVES.items()):
         path = onnx_dir / f"alternative-{i}.onnx"
         if kind == "dynamic":
-            options = {"op_types_to_quantize": list(DYNAMIC_OPS), **kwargs}
+            options = {"op_types_to_quantize": list(DYNAMIC_OPS), "per_channel": True,
+                       "reduce_range": True, **kwargs}  # fmt: skip
             quantize_dynamic(fp32, path, weight_type=QuantType.QInt8, **options)
         else:
             quantize_onnx_static(fp32, path, x_cal, **kwargs)
