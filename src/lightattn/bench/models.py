@@ -140,7 +140,16 @@ class ModelRunner(Runner):
         row = self._model_row(name, batch, *size)
         result = self.measure_model(name, batch, size)
         row.note = "; ".join(n for n in fill_path(row, result, self.config) if n)
+        self.add_ort(row, name, batch, size)
         return row
+
+    def case_input(self, name: str, batch: int, h: int, w: int) -> torch.Tensor:
+        return self.images(self.modules[name], batch, h, w)
+
+    def case_work(self, name: str, batch: int, h: int, w: int) -> tuple[int, int | None]:
+        """(pixels, MACs) of one call: a model's history is in pixels per call."""
+        per_image = model_macs(unwrap(self.modules[name]), h, w)
+        return batch * h * w, None if per_image is None else per_image * batch
 
     def _model_row(self, name: str, batch: int, h: int, w: int) -> ModelRow:
         model = unwrap(self.modules[name])

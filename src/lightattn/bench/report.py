@@ -59,6 +59,14 @@ COLUMNS: list[Column] = [
     Column(f"vs {BASELINE}", lambda r: fmt_ratio(r.vs_baseline)),
 ]
 COMPARE_COLUMN = Column("new/old", lambda r: fmt_ratio(r.compare_ratio))
+# `--runtime onnxruntime`: the same case in onnxruntime, both kinds of run
+ORT_COLUMNS: list[Column] = [
+    Column("ort ms", lambda r: fmt_num(r.ort_time_ms)),
+    Column("ort min", lambda r: fmt_num(r.ort_min_ms), compact=False),
+    Column("ort max", lambda r: fmt_num(r.ort_max_ms), compact=False),
+    Column("ort/eager", lambda r: fmt_ratio(r.ort_vs_eager)),
+    Column("ort max|diff|", lambda r: fmt_diff(r.ort_max_abs_diff), compact=False),
+]
 # `lightattn bench --models`: one row per (model, batch, size)
 MODEL_COLUMNS: list[Column] = [
     Column("model", lambda r: r.model, numeric=False),
@@ -115,11 +123,17 @@ def fmt_ratio(value: float | None) -> str:
     return "" if value is None else f"{value:.2f}×"
 
 
+def fmt_diff(value: float | None) -> str:
+    return "" if value is None else f"{value:.1e}"
+
+
 def columns(rows: list[AnyRow], wide: bool = False) -> list[Column]:
     """The table's columns (all with `wide`, else the compact set; a whole-model run's own);
     new/old only when a comparison was made. The note column is added by the callers."""
     base = MODEL_COLUMNS if any(isinstance(r, ModelRow) for r in rows) else COLUMNS
     cols = [c for c in base if wide or c.compact]
+    if any(r.runtime == "onnxruntime" for r in rows):
+        cols += [c for c in ORT_COLUMNS if wide or c.compact]
     if any(r.compare_ratio is not None for r in rows):
         cols.append(COMPARE_COLUMN)
     return cols
@@ -176,6 +190,17 @@ def load_line(machine: dict[str, Any]) -> str:
     return f"; load average {', '.join(loads)}" if loads else ""
 
 
+ORT_LINE = (
+    "ort ms: the same call in onnxruntime (CPU, as many threads, opset 18), the module "
+    "exported once with dynamic batch, H and W; ort/eager: ort ms / ms (< 1: ORT faster)"
+)
+
+
+def runtime_lines(config: dict[str, Any]) -> list[str]:
+    """The line on the onnxruntime columns, when the run has them."""
+    return [ORT_LINE] if config.get("runtime") == "onnxruntime" else []
+
+
 def model_header_lines(result: BenchResult) -> list[str]:
     """The header of a whole-model run: machine, settings, what the columns mean."""
     c, m = result.config, result.machine
@@ -188,6 +213,7 @@ def model_header_lines(result: BenchResult) -> list[str]:
         f"ms: one call on the whole batch, median of at least {c['min_runs']} runs and "
         f"{c['min_time']:g} s (min/max in --wide); img/s: batch / median, min–max from the "
         "slowest and fastest run; GMACs/img: model.macs(H, W)",
+        *runtime_lines(c),
     ]
 
 
@@ -204,6 +230,7 @@ def header_lines(result: BenchResult) -> list[str]:
         f"{m['date']}; wall {result.wall_seconds:.1f} s",
         f"ms: one call on the whole batch, median of at least {c['min_runs']} runs and "
         f"{c['min_time']:g} s; min/max: fastest/slowest run; GMACs, GFLOP/s, %GEMM: useful MACs",
+        *runtime_lines(c),
     ]
 
 

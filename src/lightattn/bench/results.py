@@ -57,6 +57,7 @@ class BenchConfig:
     time_budget: float = 300.0
     threads: int | None = None
     seed: int = 0
+    runtime: str = "eager"  # or "onnxruntime": each case also timed in onnxruntime
 
     @property
     def mode(self) -> str:
@@ -128,6 +129,14 @@ class Row:
     ref_speedup: float | None = None
     vs_baseline: float | None = None
     compare_ratio: float | None = None
+    runtime: str = "eager"
+    ort_time_ms: float | None = None
+    ort_min_ms: float | None = None
+    ort_max_ms: float | None = None
+    ort_iqr_ms: float | None = None
+    ort_runs: int = 0
+    ort_vs_eager: float | None = None  # ORT median / eager median (< 1: ORT faster)
+    ort_max_abs_diff: float | None = None  # max |ORT - eager| on the case's input
 
     @property
     def size(self) -> str:
@@ -169,7 +178,7 @@ class ModelBenchConfig(BenchConfig):
 MODEL_CONFIG_FIELDS = (
     "models", "sizes", "batches", "dtype", "device", "backward", "compile", "layout",
     "min_time", "min_runs", "max_case_seconds", "max_memory_gb", "time_budget", "threads",
-    "seed",
+    "seed", "runtime",
 )  # fmt: skip
 
 
@@ -209,6 +218,14 @@ class ModelRow:
     gemm_fraction: float | None = None
     peak_mem_bytes: int | None = None
     compare_ratio: float | None = None
+    runtime: str = "eager"
+    ort_time_ms: float | None = None
+    ort_min_ms: float | None = None
+    ort_max_ms: float | None = None
+    ort_iqr_ms: float | None = None
+    ort_runs: int = 0
+    ort_vs_eager: float | None = None  # ORT median / eager median (< 1: ORT faster)
+    ort_max_abs_diff: float | None = None  # max |ORT - eager| on the case's input
 
     @property
     def size(self) -> str:

@@ -26,6 +26,7 @@ from .machine import (
 )
 from .measure import Timer, TooSlow, check_too_slow, time_calls
 from .memory import peak_memory
+from .ort import EXPORT_BATCH, ORT_TOLERANCE, OrtSessions, check_runtime, fill_ort
 from .results import (
     BASELINE,
     LAYOUTS,
@@ -168,6 +169,7 @@ class Runner:
     ) -> None:
         if config.layout not in LAYOUTS:
             raise BenchError(f"--layout {config.layout!r} is not one of {', '.join(LAYOUTS)}")
+        check_runtime(config)
         self.config = config
         self.started = time.perf_counter() if started is None else started
         self.deadline = self.started + config.time_budget if config.time_budget > 0 else None
@@ -181,6 +183,7 @@ class Runner:
         self.history: dict[tuple[str, str], list[Point]] = {}
         self.gemm: dict[str, Any] = {}
         self.gemm_seconds = 0.0
+        self.ort = OrtSessions() if config.runtime == "onnxruntime" else None
         peak_memory(lambda: None, self.device)  # the profiler's one-time start-up, not timed
 
     def build(self) -> dict[str, nn.Module]:
@@ -265,7 +268,60 @@ class Runner:
         note = training_only_note(unwrap(self.modules[name]))
         if note:
             row.note = "; ".join(n for n in (note, row.note) if n)
+        self.add_ort(row, name, self.config.batch, size)
         return row
+
+    def case_input(self, name: str, batch: int, h: int, w: int) -> torch.Tensor:
+        """The (B, C, H, W) input of a case, in the configured memory format."""
+        return self._input(batch, h, w)[0]
+
+    def case_work(self, name: str, batch: int, h: int, w: int) -> tuple[int, int | None]:
+        """(tokens, MACs) of one call of a case: the units of its skip-rule history."""
+        return h * w, batch_macs(unwrap(self.modules[name]), h, w, batch)
+
+    def add_ort(self, row: Any, name: str, batch: int, size: tuple[int, int]) -> None:
+        """With --runtime onnxruntime: the case timed in onnxruntime, into the row."""
+        if self.ort is None:
+            return
+        note = fill_ort(row, self.measure_ort(name, batch, size))
+        row.ort_max_abs_diff = self.ort.diffs.pop((name, batch, size), None)
+        if row.ort_max_abs_diff is not None and not row.ort_max_abs_diff <= ORT_TOLERANCE:
+            note = f"onnxruntime differs from eager by {row.ort_max_abs_diff:.2g}"
+        if note:
+            row.note = "; ".join(n for n in (row.note, note) if n)
+
+    def measure_ort(self, name: str, batch: int, size: tuple[int, int]) -> PathResult:
+        """Time one case in onnxruntime: the eager module (exported at its first case, with
+        dynamic batch, H and W) on the same input, by the same timer and skip rule."""
+        assert self.ort is not None
+        h, w = size
+        module = unwrap(self.modules[name])
+
+        def example(low: int) -> torch.Tensor:
+            return self.case_input(name, EXPORT_BATCH, max(h, low), max(w, low))
+
+        try:
+            session = self.ort.session(name, module, example)
+        except BenchError as err:
+            return PathResult(error=str(err))
+        low = self.ort.min_sides[name]
+        if min(h, w) < low:
+            return PathResult(skipped=f"the export covers H, W >= {low}")
+
+        def make() -> Callable[[], object]:
+            from ..export.onnx import eager_outputs, max_abs_diff, ort_feed
+
+            x = self.case_input(name, batch, h, w)
+            feed = ort_feed(session, x)
+            diff = max_abs_diff(session.run(None, feed), eager_outputs(module, x))
+            self.ort.diffs[(name, batch, size)] = diff
+            return lambda: session.run(None, feed)
+
+        tokens, macs = self.case_work(name, batch, h, w)
+        return self.measure(
+            (name, "onnxruntime"), tokens, macs, make,
+            lambda history: history.extend(self.history.get((name, "fast"), [])),
+        )  # fmt: skip
 
     def path_module(self, name: str, path: str) -> nn.Module:
         """The module of the "fast" or the "reference" path of a row label."""

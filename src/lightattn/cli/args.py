@@ -9,6 +9,7 @@ import re
 from typing import Any, NoReturn
 
 from ..bench.machine import DTYPES
+from ..bench.ort import RUNTIMES
 from ..bench.presets import PRESETS
 from ..bench.results import LAYOUTS, BenchConfig, ModelBenchConfig
 
@@ -164,6 +165,13 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
         "castling runs (and its MACs count) its training-only O(N²) aux branch",
     )
     what.add_argument("--compile", action="store_true", help="torch.compile each module")
+    what.add_argument(
+        "--runtime",
+        choices=list(RUNTIMES),
+        default=DEFAULT.runtime,
+        help="eager (default), or onnxruntime: also time each case in onnxruntime (CPU, fp32, "
+        "forward; each mechanism or model exported once with dynamic batch, H and W)",
+    )
     what.add_argument(
         "--kwargs",
         action="append",

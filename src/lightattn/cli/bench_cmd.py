@@ -120,7 +120,7 @@ def config_from(args: argparse.Namespace) -> tuple[BenchConfig, Preset | None]:
         reference=not args.no_reference,
         max_case_seconds=pick(args, preset, "max_case_seconds"),
         max_memory_gb=args.max_memory_gb, time_budget=pick(args, preset, "time_budget"),
-        threads=args.threads,
+        threads=args.threads, runtime=args.runtime,
     )  # fmt: skip
     return config, preset
 
@@ -147,7 +147,7 @@ def model_config_from(args: argparse.Namespace) -> ModelBenchConfig:
         min_time=given_or_default("min_time"), min_runs=given_or_default("min_runs"),
         max_case_seconds=given_or_default("max_case_seconds"),
         max_memory_gb=args.max_memory_gb, time_budget=given_or_default("time_budget"),
-        threads=args.threads,
+        threads=args.threads, runtime=args.runtime,
     )  # fmt: skip
 
 
