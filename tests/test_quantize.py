@@ -129,16 +129,19 @@ def test_onnx_dynamic_has_int8_weights_and_keeps_accuracy(digits, fp32, tmp_path
     check_accuracy(run_onnx(path, digits[2]), fp32[1], digits[3])
 
 
-def test_onnx_dynamic_wide_uniform_weights_stay_accurate(tmp_path):
+@pytest.mark.parametrize("mode", ["dynamic", "static"])
+def test_onnx_wide_uniform_weights_stay_accurate(mode, tmp_path):
     """Weights spread over the whole int8 range and non-negative inputs: without 7-bit
     weights, AVX2's u8·s8 pair sums saturate (~9% error on this machine, 0.8% with)."""
     torch.manual_seed(0)
     model = nn.Sequential(nn.Flatten(), nn.Linear(256, 64)).eval()
     nn.init.uniform_(model[1].weight, -1.0, 1.0)
     x = torch.rand(32, 1, 16, 16)
-    path = quantize_onnx_dynamic(
-        export_classifier(model, x[:2], tmp_path / "a.onnx"), tmp_path / "b.onnx"
-    )
+    fp32 = export_classifier(model, x[:2], tmp_path / "fp32.onnx")
+    if mode == "dynamic":
+        path = quantize_onnx_dynamic(fp32, tmp_path / "int8.onnx")
+    else:
+        path = quantize_onnx_static(fp32, tmp_path / "int8.onnx", x)
     with torch.no_grad():
         want = model(x).numpy()
     assert np.linalg.norm(run_onnx(path, x) - want) / np.linalg.norm(want) < 0.03
