@@ -235,9 +235,9 @@ def graph_input(graph) -> str:
 
 def export_classifier(model: nn.Module, example: torch.Tensor, path: str | Path) -> Path:
     """Write `model` (eval mode) as ONNX at `path` with a dynamic batch and the fixed H, W of
-    the (B, C, H, W) `example`; input "input", output "output". For whole models trained at
-    one size: `lightattn.export.onnx.export_onnx` makes batch, H and W all dynamic or none,
-    and a Swin-style backbone only takes H, W in multiples of patch x window."""
+    the (B, C, H, W) `example`; input "input", output "output". For classifiers run at
+    their training size: `lightattn.export.onnx.export_onnx` makes batch, H and W all
+    dynamic (H, W >= 33 for a network) or all fixed."""
     from torch.export import Dim
 
     if not isinstance(example, torch.Tensor) or example.dim() != 4:
