@@ -153,3 +153,12 @@ def test_model_rows_give_params_macs_and_speed():
     assert row["gmacs"] > 0 and row["top1"] == 70.5
     assert row["img_s_b1"] > 0 and row["img_s_b2"] > 0
     assert "img_s_b1" not in model_rows(["pvt_v2_b0"], timed=False)[0]
+
+
+def test_macs_unchanged_by_int8_dynamic_quantization():
+    """MACs count multiply-accumulates, not weight storage: an int8 copy (whose Linear
+    `weight` is a method) counts the same, head included."""
+
+    model = tiny("swin").eval()
+    quantized = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, torch.qint8)
+    assert quantized.macs(37, 45) == model.macs(37, 45)

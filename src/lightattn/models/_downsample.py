@@ -92,7 +92,7 @@ class PatchMerging(nn.Module):
 
     def macs(self, h: int, w: int) -> int:
         ho, wo = self.out_size(h, w)
-        return ho * wo * self.reduction.weight.numel()
+        return ho * wo * self.reduction.in_features * self.reduction.out_features
 
 
 class DeformableTokenMerging(nn.Module):

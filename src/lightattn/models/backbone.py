@@ -292,8 +292,8 @@ class Backbone(nn.Module):
         for stage in self.stages:
             stage_macs, h, w = stage.macs(h, w)
             total += stage_macs
-        if isinstance(self.head, nn.Linear):
-            total += self.head.weight.numel()
+        if hasattr(self.head, "in_features"):  # an nn.Linear, or its int8 counterpart
+            total += self.head.in_features * self.head.out_features
         return total
 
     def out_sizes(self, h: int, w: int) -> list[tuple[int, int]]:
