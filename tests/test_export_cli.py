@@ -170,8 +170,8 @@ def test_failed_export_and_large_difference_exit_1(tmp_path, capsys, monkeypatch
         raise export_onnx_mod.ExportError("torch.export failed: a size decision")
 
     monkeypatch.setattr(export_onnx_mod, "export_onnx", fail)
-    code, stdout, _ = run(capsys, "linear", "--dim", "16", "--out", str(tmp_path / "a.onnx"))
-    assert code == 1 and "export failed: torch.export failed: a size decision" in stdout
+    code, _, stderr = run(capsys, "linear", "--dim", "16", "--out", str(tmp_path / "a.onnx"))
+    assert code == 1 and "export failed: torch.export failed: a size decision" in stderr
 
     def copy(module, example, path, **kwargs):  # the file exported before, reused
         shutil.copy(linear_onnx[0], path)
@@ -183,3 +183,17 @@ def test_failed_export_and_large_difference_exit_1(tmp_path, capsys, monkeypatch
     code, stdout, _ = run(capsys, *argv)
     assert code == 1 and "FAIL: max |ORT - eager| = 0.5 > 0.0001" in stdout
     assert all(d == 0.5 for _, _, d in rows(stdout)) and stdout.count("  FAIL") == 3
+
+
+@pytest.mark.slow
+def test_features_only_model_names_its_maps(tmp_path, capsys):
+    out = tmp_path / "f.onnx"
+    kwargs = "embed_dim=16,depths=1,1,1,1,num_heads=1,1,2,2,attn=mhsa,features_only=True"
+    code, stdout, _ = run(capsys, "--model", "swin", "--model-kwargs", kwargs, "--img-size",
+                          "64", "--out", str(out), *FAST)  # fmt: skip
+    assert code == 0, stdout
+    assert all(d <= 1e-4 for _, _, d in rows(stdout)) and "(random weights)" in stdout
+    session = ort_session(out)
+    assert [o.name for o in session.get_outputs()] == [f"features_{i}" for i in range(4)]
+    maps = run_ort(session, torch.randn(1, 3, 75, 101))
+    assert [m.shape[-2:] for m in maps] == [(19, 26), (10, 13), (5, 7), (3, 4)]

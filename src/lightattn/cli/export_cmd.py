@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -173,9 +174,19 @@ def model_target(args: argparse.Namespace) -> Target:
         label = f"{args.model} (random weights)"
     side = args.img_size or img_size or MODEL_SIZE
     size = args.size or (side, side)
-    names = None if getattr(module, "features_only", False) else ["logits"]
     channels = int(getattr(module, "in_chans", 3))
+    names = feature_names(module, channels) if module.features_only else ["logits"]
     return Target(module, channels, size, other_sizes(size, NETWORK_SIZES), names, label)
+
+
+def feature_names(module: Any, channels: int) -> list[str]:
+    """ "features_0", ... for each map a features_only model returns (stride 4 first)."""
+    import torch
+
+    from ..export.onnx import eager_outputs
+
+    maps = eager_outputs(module, torch.zeros(1, channels, MODEL_SIZE // 2, MODEL_SIZE // 2))
+    return [f"features_{i}" for i in range(len(maps))]
 
 
 def load_model_checkpoint(
@@ -319,7 +330,7 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as err:
         raise usage(str(err)) from None
     except ExportError as err:
-        print(f"{PROG}: export failed: {err}")
+        sys.stderr.write(f"{PROG}: export failed: {err}\n")
         return 1
     except OSError as err:
         raise usage(f"--out {args.out!r}: cannot write: {err}") from None
@@ -327,7 +338,12 @@ def run(args: argparse.Namespace) -> int:
     title = f"{out} ({target.label}; opset {args.opset}, {torch.get_num_threads()} threads)"
     print("\n".join(table(title, checks, TOLERANCE)))
     if args.int8:
-        print("\n".join(int8_lines(out, target, args)))
+        try:
+            print("\n".join(int8_lines(out, target, args)))
+        except Exception as err:  # noqa: BLE001 - the fp32 file is written and checked
+            message = " ".join(str(err).split())[:300]
+            sys.stderr.write(f"{PROG}: int8 quantization failed: {message}\n")
+            return 1
     worst = max(c.diff for c in checks)
     if not worst <= TOLERANCE:
         print(f"{PROG}: FAIL: max |ORT - eager| = {worst:.3g} > {TOLERANCE:g}")
@@ -337,9 +353,11 @@ def run(args: argparse.Namespace) -> int:
 
 def int8_lines(out: Path, target: Target, args: argparse.Namespace) -> list[str]:
     """Quantize the written file (`export.quantize.quantize_onnx_dynamic`) and check it."""
+    from ..export.onnx import quiet
     from ..export.quantize import quantize_onnx_dynamic
 
     dst = int8_path(out)
-    quantize_onnx_dynamic(out, dst)
+    with quiet():
+        quantize_onnx_dynamic(out, dst)
     checks = check_sizes(dst, target, args.batch, args.min_time)
     return table(f"{dst} (int8 dynamic; differences not checked)", checks, None)

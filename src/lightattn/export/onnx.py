@@ -117,10 +117,13 @@ def check_example(example: object, min_side: int) -> Tensor:
 
 @contextlib.contextmanager
 def quiet() -> Iterator[None]:
-    """Silence the exporters' prints, warnings and log records."""
+    """Silence the exporters' (and onnxruntime's quantizer's) prints, warnings and log
+    records below ERROR."""
     levels = {name: logging.getLogger(name).level for name in QUIET_LOGGERS}
+    disabled = logging.root.manager.disable
     sink = io.StringIO()
     try:
+        logging.disable(logging.WARNING)
         for name in QUIET_LOGGERS:
             logging.getLogger(name).setLevel(logging.ERROR)
         with (
@@ -131,6 +134,7 @@ def quiet() -> Iterator[None]:
             warnings.simplefilter("ignore")
             yield
     finally:
+        logging.disable(disabled)
         for name, level in levels.items():
             logging.getLogger(name).setLevel(level)
 
