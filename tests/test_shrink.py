@@ -360,3 +360,28 @@ def test_prune_in_place_then_rebuild_round_trip():
     again = copy.deepcopy(new)
     prune_in_place(again, head_mlp_groups(again), {})
     assert count_params(again) == count_params(new)
+
+
+@pytest.mark.slow
+def test_pipeline_with_onnx_runtime(checkpoint, tmp_path):
+    """Exports every row at batch 1 and 2 (about a minute of exports)."""
+    out = tmp_path / "shrink"
+    code = main([
+        "shrink", str(checkpoint), "--steps", "prune=0.5,int8", "--out", str(out),
+        "--ft-steps", "2", "--calib-images", "16", "--timing-rounds", "1",
+        "--latency-batch", "2", "--quiet",
+    ])  # fmt: skip
+    assert code == 0
+    result = json.loads((out / "shrink.json").read_text())
+    for row in result["rows"]:
+        assert row["ort_b1"] > 0 and row["ort_b2"] > 0, row
+    assert (out / "final.onnx").is_file() and (out / "final-int8.onnx").is_file()
+    from lightattn.export.onnx import ort_session
+
+    compact, _ = load_shrunk(out / "final.safetensors", int8=False)
+    session = ort_session(out / "final.onnx", threads=1)
+    x = torch.randn(1, 1, 16, 16)
+    with torch.no_grad():
+        expected = compact(x).numpy()
+    got = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
+    assert abs(got - expected).max() < 1e-4

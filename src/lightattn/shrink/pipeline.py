@@ -4,11 +4,14 @@ saved (safetensors `lightattn eval` loads, ONNX)."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import logging
 import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -273,10 +276,8 @@ class Run:
         if not previous.onnx:
             self.rows[-1]["ort_note"] = self.rows[-2].get("ort_note") or "no fp32 ONNX"
             return
-        from ..export.quantize import quantize_onnx_dynamic
-
         for b, src in previous.onnx.items():
-            item.onnx[b] = quantize_onnx_dynamic(src, self.tmp / f"{len(self.rows):02d}-b{b}.onnx")
+            item.onnx[b] = quantize_onnx(src, self.tmp / f"{len(self.rows):02d}-b{b}.onnx")
 
     # ------------------------------------------------------------------------------------
     def save_final(self, model: nn.Module, quantized: bool) -> None:
@@ -319,9 +320,7 @@ class Run:
             shutil.copy(fp32_item.onnx[1], path)
             self.final_onnx = f"static 1x{self.arch.in_chans}x{self.arch.img_size}^2 ({why})"
         if quantized:
-            from ..export.quantize import quantize_onnx_dynamic
-
-            quantize_onnx_dynamic(path, self.out / "final-int8.onnx")
+            quantize_onnx(path, self.out / "final-int8.onnx")
 
     def result(self, seconds: float) -> dict[str, Any]:
         return {
@@ -333,6 +332,26 @@ class Run:
             "final": {"arch": asdict(self.arch), "onnx": self.final_onnx, "files": sorted(
                 p.name for p in self.out.glob("final*") if p.is_file())},
         }  # fmt: skip
+
+
+@contextlib.contextmanager
+def quiet_root_logger() -> Iterator[None]:
+    """onnxruntime's quantizer warns on the root logger for every file ("consider
+    pre-processing"); keep that off the command's output."""
+    logger = logging.getLogger()
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def quantize_onnx(src: Path, dst: Path) -> Path:
+    from ..export.quantize import quantize_onnx_dynamic
+
+    with quiet_root_logger():
+        return quantize_onnx_dynamic(src, dst)
 
 
 def quantize(model: nn.Module) -> nn.Module:

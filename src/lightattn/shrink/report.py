@@ -30,9 +30,16 @@ def ratio(first: Any, last: Any) -> float | None:
 
 
 def summary(result: dict[str, Any]) -> dict[str, Any]:
-    """Start vs final: MACs and latency reductions (x), accuracy change (points), goal."""
-    keys, rows = batch_keys(result), result["rows"]
-    first, last = rows[0], rows[-1]
+    """Start vs final: MACs and latency reductions (x), accuracy change (points), goal; for
+    a run ending with int8, the same for the float model before it under "before_int8"."""
+    out = compare_rows(result, result["rows"][0], result["rows"][-1])
+    if len(result["rows"]) > 2 and result["rows"][-1]["step"] == "int8":
+        out["before_int8"] = compare_rows(result, result["rows"][0], result["rows"][-2])
+    return out
+
+
+def compare_rows(result: dict[str, Any], first: dict[str, Any], last: dict[str, Any]) -> dict:
+    keys = batch_keys(result)
     out = {
         "macs_x": ratio(first["macs"], last["macs"]),
         "params_x": ratio(first["params"], last["params"]),
@@ -83,12 +90,21 @@ def markdown(result: dict[str, Any]) -> str:
         f"start -> final: MACs / {fmt(s['macs_x'], '.2f')}, params / {fmt(s['params_x'], '.2f')}, "
         f"eager latency / {fmt(s['eager_b1_x'], '.2f')} (batch 1) and "
         f"/ {fmt(s['eager_bB_x'], '.2f')} (batch {b}), ORT / {fmt(s['ort_b1_x'], '.2f')} "
-        f"(batch 1), accuracy {s['acc_points']:+.1f} points.",
+        f"(batch 1) and / {fmt(s['ort_bB_x'], '.2f')} (batch {b}), accuracy "
+        f"{s['acc_points']:+.1f} points.",
         f"goal (>= 4x MACs, >= 3x eager latency at batch 1 and {b}, <= 1 point lost): "
         f"MACs {'met' if goal['macs_4x'] else 'NOT met'}, latency "
         f"{'met' if goal['latency_3x_eager'] else 'NOT met'}, accuracy "
         f"{'met' if goal['accuracy_within_1pt'] else 'NOT met'}.",
     ]
+    if "before_int8" in s:
+        f = s["before_int8"]
+        lines.append(
+            f"without the int8 step (the float model before it): MACs / {fmt(f['macs_x'], '.2f')}, "
+            f"eager latency / {fmt(f['eager_b1_x'], '.2f')} (batch 1) and "
+            f"/ {fmt(f['eager_bB_x'], '.2f')} (batch {b}), ORT / {fmt(f['ort_b1_x'], '.2f')} "
+            f"(batch 1), accuracy {f['acc_points']:+.1f} points."
+        )
     notes = [f"{r['step']}: {r['ort_note']}" for r in result["rows"] if r.get("ort_note")]
     if notes:
         lines += ["", "ORT n/a: " + "; ".join(notes)]
