@@ -142,7 +142,7 @@ class Run:
         self.teacher_logits = logits_of(self.teacher, images)
         self.rows: list[dict[str, Any]] = []
         self.timed: list[Timed] = []
-        self.tmp = Path(tempfile.mkdtemp(prefix="shrink-"))
+        self.tmp = Path()
         self.final_onnx = "not exported (--no-ort)"
 
     # ------------------------------------------------------------------------------------
@@ -220,6 +220,13 @@ class Run:
         return item
 
     def run(self) -> dict[str, Any]:
+        self.tmp = Path(tempfile.mkdtemp(prefix="shrink-"))  # the timed ONNX files
+        try:
+            return self.run_steps()
+        finally:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def run_steps(self) -> dict[str, Any]:
         cfg, started = self.cfg, time.perf_counter()
         model = copy.deepcopy(self.teacher)
         self.record("start", model, self.arch, {"note": "the trained model"})
@@ -263,7 +270,6 @@ class Run:
             row.update(item.best())
         result = self.result(time.perf_counter() - started)
         write_report(result, self.out)
-        shutil.rmtree(self.tmp, ignore_errors=True)
         return result
 
     def int8_onnx(self) -> None:

@@ -12,7 +12,7 @@ DEFAULTS = {"depth": 0.5, "width": 0.5, "resolution": 0.75, "prune": 0.3}
 STRUCTURAL = ("depth", "width", "attention", "prune")  # followed by distillation
 HELP = (
     "depth[=f] (keep f of each stage's blocks, 0.5), width[=f] (channels and heads x f, 0.5), "
-    "resolution[=s] (input side s, or x s for s <= 1; 0.75), attention=NAME, "
+    "resolution[=s] (input side s, or x s for s < 1; 0.75), attention=NAME, "
     "prune[=p] (drop p of every block's heads and MLP channels, 0.3), int8"
 )
 
