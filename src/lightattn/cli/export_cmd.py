@@ -21,7 +21,8 @@ LAYER_SIZES, NETWORK_SIZES = [(13, 19), (3, 2)], [(75, 101), (33, 47)]
 EXAMPLES = """examples:
   lightattn export window --dim 64 --heads 2 --kwargs window_size=7 shift=True --out w.onnx
   lightattn export --model litv2_s --checkpoint runs/x/best.safetensors --out m.onnx --int8
-  lightattn export --model swin --model-kwargs embed_dim=32,depths=2,2,2,2,attn=mhsa --out s.onnx
+  lightattn export --model swin --out s.onnx \\
+      --model-kwargs embed_dim=32,depths=2,2,2,2,num_heads=1,2,4,8,attn=mhsa
   lightattn export --tamper --out tamper.onnx          (the shipped checkpoint)
 """
 
