@@ -156,7 +156,8 @@ def family_cases():
     for name in list_families():
         pending = sorted(native_mechanisms(name) & PENDING)
         mark = [pytest.mark.xfail(strict=True, reason=f"pending: {pending}")] if pending else []
-        yield pytest.param(name, None, id=f"{name}-native", marks=[*mark, pytest.mark.slow])
+        # each family with its own attention runs by default (~2.5 min for the five)
+        yield pytest.param(name, None, id=f"{name}-native", marks=mark)
         yield pytest.param(name, "mhsa", id=f"{name}-mhsa", marks=[pytest.mark.slow])
 
 
