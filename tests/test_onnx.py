@@ -115,6 +115,17 @@ def test_export_leaves_the_module_untouched_and_writes_a_dynamic_file(exports):
     assert {p.key: p.value for p in proto.metadata_props}["lightattn.input"].startswith("B 1..")
 
 
+def test_ort_sessions_do_not_spin_unless_asked(exports):
+    """Idle ORT threads must sleep by default: spinning ones stole the cores from torch's
+    interleaved eager calls (the benchmark, verification) and slowed them up to 1.6x."""
+    _, path = exports.get("castling", lambda: mechanism("castling"), LAYER_EXAMPLE)
+    key = "session.intra_op.allow_spinning"
+    assert ort_session(path).get_session_options().get_session_config_entry(key) == "0"
+    spinning = ort_session(path, spin=True).get_session_options()
+    with pytest.raises(RuntimeError):  # the entry is absent: ORT's default, spinning
+        spinning.get_session_config_entry(key)
+
+
 def test_bad_opset_and_example_are_value_errors(tmp_path):
     module = lightattn.create_attention("mhsa", DIM, HEADS)
     x = torch.randn(*LAYER_EXAMPLE)

@@ -232,12 +232,18 @@ def finish_file(path: Path, opset: int, dynamic: bool, min_side: int) -> None:
     onnx.save(proto, str(path))
 
 
-def ort_session(path: str | Path, threads: int | None = None) -> Any:
+def ort_session(path: str | Path, threads: int | None = None, *, spin: bool = False) -> Any:
     """An onnxruntime CPU InferenceSession of `path` with `threads` intra-op threads
-    (default: torch's current number), one inter-op thread, all graph optimizations."""
+    (default: torch's current number), one inter-op thread, all graph optimizations.
+
+    `spin=False` (default): idle ORT threads sleep instead of spinning. Spinning threads
+    keep a core busy after each run and, in a process that also runs torch (the benchmark,
+    verification), slowed torch's 2-thread eager calls by up to 1.5x here."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
+    if not spin:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.intra_op_num_threads = threads or torch.get_num_threads()
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
