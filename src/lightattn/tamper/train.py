@@ -35,7 +35,6 @@ from ..train.checkpoint import latest_checkpoint, read_weights
 from ..train.loop import (
     ResumableRun,
     autocast,
-    lr_factor,
     maybe_fail,
     seed_everything,
     write_metrics,
@@ -248,13 +247,6 @@ def combine_chunks(
     return out
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """No weight decay on norms, biases and other 1-D parameters."""
-    decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
-    rest = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
-
-
 # the run -----------------------------------------------------------------------------------
 class TamperTrainer(ResumableRun):
     """One run of `TamperTrainConfig`; `run()` trains (or resumes) and returns the summary."""
@@ -287,14 +279,7 @@ class TamperTrainer(ResumableRun):
                 f"({len(self.train_idx)} images in {cfg.data!r})"
             )
         self.total_steps = cfg.epochs * self.steps_per_epoch
-        self.optimizer = torch.optim.AdamW(param_groups(self.model, cfg.weight_decay), lr=cfg.lr)
-        warmup = round(cfg.warmup_epochs * self.steps_per_epoch)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda s: lr_factor(s, warmup, self.total_steps, 0.0)
-        )
-        self.scaler = torch.amp.GradScaler(
-            "cuda", enabled=cfg.amp == "fp16" and self.dist.device.type == "cuda"
-        )
+        self._make_optimizer(cfg, floor=0.0)
         self.state = RunState()
         self.last_val: dict[str, float] = {}
         if resume:

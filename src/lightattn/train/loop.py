@@ -164,6 +164,19 @@ class ResumableRun:
         ids = [self.dist.device.index] if self.dist.device.type == "cuda" else None
         return nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
 
+    def _make_optimizer(self, cfg: Any, floor: float) -> None:
+        """AdamW over `param_groups`, linear warm-up + cosine to `floor` x lr over
+        `self.total_steps`, and the fp16-on-CUDA grad scaler. `cfg` has lr, weight_decay,
+        warmup_epochs and amp; `self.steps_per_epoch` and `self.total_steps` are set."""
+        self.optimizer = torch.optim.AdamW(param_groups(self.model, cfg.weight_decay), lr=cfg.lr)
+        warmup = round(cfg.warmup_epochs * self.steps_per_epoch)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda s: lr_factor(s, warmup, self.total_steps, floor)
+        )
+        self.scaler = torch.amp.GradScaler(
+            "cuda", enabled=cfg.amp == "fp16" and self.dist.device.type == "cuda"
+        )
+
     def _optimizer_step(self, loss: torch.Tensor, clip: float | None) -> None:
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
@@ -240,15 +253,7 @@ class Trainer(ResumableRun):
                 f"({len(self.data.train)} images)"
             )
         self.total_steps = cfg.epochs * self.steps_per_epoch
-        self.optimizer = torch.optim.AdamW(param_groups(self.model, cfg.weight_decay), lr=cfg.lr)
-        warmup = round(cfg.warmup_epochs * self.steps_per_epoch)
-        floor = cfg.min_lr / cfg.lr if cfg.lr > 0 else 0.0
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda s: lr_factor(s, warmup, self.total_steps, floor)
-        )
-        self.scaler = torch.amp.GradScaler(
-            "cuda", enabled=cfg.amp == "fp16" and self.dist.device.type == "cuda"
-        )
+        self._make_optimizer(cfg, floor=cfg.min_lr / cfg.lr if cfg.lr > 0 else 0.0)
         self.state = RunState()
         self.castling = has_castling(self.model)
         if resume:
