@@ -163,6 +163,7 @@ def test_train_help_lists_its_options(capsys):
     assert main(["tamper", "train", "--help"]) == 0
     out = capsys.readouterr().out
     assert "--resume" in out and "--img-size" in out and "--detail-weight" in out
+    assert "--noise" in out and "--init" in out and "--init-skip" in out
 
 
 def test_synth_writes_tp_and_gt(tmp_path):

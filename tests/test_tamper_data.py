@@ -230,3 +230,37 @@ def test_written_set_round_trips(tmp_path: Path) -> None:
         x, m, _ = ds[i]
         assert x.shape == (3, 64, 64)
         assert (int(m.sum()) == 0) == (r["kind"] == "authentic")
+
+
+def test_plain_shift_pastes_an_exact_whole_pixel_copy(
+    photos: list, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lightattn.tamper import synth
+
+    monkeypatch.setattr(synth, "PLAIN_SHIFT_P", 1.0)
+    host = synth.random_crop(photos[1][1], (48, 64), np.random.default_rng(0))
+    for seed in range(4):
+        image, mask = synth.copy_move(host, np.random.default_rng(seed))
+        ys, xs = np.nonzero(mask)
+        hits = [
+            (dy, dx)
+            for dy in range(-47, 48)
+            for dx in range(-63, 64)
+            if (ys - dy).min() >= 0 and (ys - dy).max() < 48 and (xs - dx).min() >= 0
+            and (xs - dx).max() < 64 and np.array_equal(image[ys, xs], host[ys - dy, xs - dx])
+        ]  # fmt: skip
+        assert hits and (0, 0) not in hits
+
+
+def test_camera_jpeg_gives_sources_their_own_block_grid() -> None:
+    from lightattn.tamper.synth import jpeg
+
+    rng = np.random.default_rng(0)
+    ramp = np.linspace(40, 200, 64)[None, :, None] + rng.normal(0, 3, (64, 64, 3))
+    crop = np.clip(ramp, 0, 255).round().astype(np.uint8)
+    once = jpeg(crop, 40)
+    assert once.shape == crop.shape and once.dtype == np.uint8
+    assert not np.array_equal(once, crop) and np.array_equal(jpeg(crop, 40), once)
+    step = np.abs(np.diff(once.astype(float), axis=1)).mean((0, 2))  # step[j]: col j -> j+1
+    across, inside = step[7::8].mean(), np.delete(step, np.s_[7::8]).mean()
+    assert across > 1.5 * inside, (across, inside)  # blocking: jumps at the 8x8 borders

@@ -226,3 +226,34 @@ def test_detail_loss_by_hand():
     assert detail_loss(torch.zeros(1, 1, 1, 1), target).item() == pytest.approx(
         math.log(2) + 0.5, abs=1e-6
     )
+
+
+# -- the noise-residual input ------------------------------------------------------------
+
+
+def test_noise_residuals_vanish_on_smooth_images_and_see_noise():
+    from lightattn.tamper.network import NoiseResidual
+
+    residual = NoiseResidual()
+    ramp = torch.linspace(0, 1, 40).view(1, 1, 1, 40).expand(1, 3, 30, 40)
+    out = residual(ramp)  # a linear ramp: every kernel sums to 0 and kills first order
+    assert out.shape == (1, 6, 30, 40) and torch.equal(out[:, :3], ramp)
+    assert out[:, 3:, 2:-2, 2:-2].abs().max() < 1e-4  # (the 2-px rim sees the replicated edge)
+    noisy = ramp + torch.randn(1, 1, 30, 40).expand(1, 3, 30, 40) * (4 / 255)
+    assert residual(noisy)[:, 3:].abs().mean() > 0.3
+    assert residual(torch.rand(2, 3, 1, 1)).shape == (2, 6, 1, 1)
+
+
+@pytest.mark.parametrize("hw", [(13, 19), (1, 1), (64, 64)])
+def test_noise_input_network_runs_on_odd_sizes_and_counts_its_macs(hw):
+    model = create_tamper_model(width=TINY, inner="linear", noise=True).eval()
+    assert model.backbone.stem2.conv.in_channels == 6
+    x = torch.rand(1, 3, *hw)
+    with torch.no_grad():
+        assert model(x)["mask_logits"].shape == (1, 1, *hw)
+    assert counted_macs(lambda: model(x)) == model.macs(*hw)
+
+
+def test_noise_must_be_a_bool():
+    with pytest.raises(ValueError, match="noise="):
+        create_tamper_model(width=TINY, noise="yes")

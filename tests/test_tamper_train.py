@@ -164,3 +164,45 @@ def test_resume_after_a_kill_mid_epoch_equals_an_uninterrupted_run(
         assert torch.equal(a[key], b[key]), key
     rows = (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(r)["step"] for r in rows] == [2, 4, 6, 8, 10]
+
+
+def test_init_copies_every_fitting_tensor_and_keeps_the_new_inner_fresh(
+    run: tuple[Path, dict], tmp_path: Path
+) -> None:
+    from lightattn.tamper.network import create_tamper_model
+    from lightattn.tamper.train import load_init
+
+    trained = load_file(str(run[0] / "final.safetensors"))
+    torch.manual_seed(1)
+    model = create_tamper_model(width=0.25, inner="mhsa")  # same qkv/proj shapes as linear
+    fresh = {k: v.clone() for k, v in model.state_dict().items()}
+    report = load_init(model, str(run[0] / "final.safetensors"), skip=("position.",))
+    state = model.state_dict()
+    moved = [k for k in state if k in trained and not k.startswith("position.")]
+    assert report["loaded"] == len(moved) and report["fresh"] == len(state) - len(moved)
+    assert all(torch.equal(state[k], trained[k]) for k in moved)
+    assert any(k.startswith("backbone.") for k in moved)
+    kept = [k for k in state if k not in moved]
+    assert kept and all(k.startswith("position.") for k in kept)
+    assert all(torch.equal(state[k], fresh[k]) for k in kept)
+    other = tmp_path / "other.safetensors"
+    from safetensors.torch import save_file
+
+    save_file({"unrelated": torch.zeros(3)}, str(other))
+    with pytest.raises(ValueError, match="other.safetensors"):
+        load_init(model, str(other))
+    with pytest.raises(ValueError, match="init=.*no tensor fits"):
+        load_init(model, str(run[0] / "final.safetensors"), skip=("",))
+
+
+def test_a_run_can_start_from_another_runs_weights(
+    run: tuple[Path, dict], data_dir: Path, tmp_path: Path
+) -> None:
+    init = str(run[0] / "final.safetensors")
+    cfg = config(data_dir, tmp_path / "ft", inner="hilo", epochs=1, init=init,
+                 init_skip=("position.",))  # fmt: skip
+    summary = train_tamper(cfg)
+    assert summary["init"]["from"] == init and summary["init"]["loaded"] > 50
+    assert summary["init"]["fresh"] > 0 and summary["steps"] == 2
+    meta = load_tamper_model(tmp_path / "ft" / "final.safetensors")[1]
+    assert meta["model"]["inner"] == "hilo" and meta["config"]["init"] == init

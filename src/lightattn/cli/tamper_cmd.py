@@ -186,6 +186,20 @@ def add_train_parser(tsub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--detail-weight", type=float, default=1.0)
     p.add_argument("--score-weight", type=float, default=0.2)
+    p.add_argument(
+        "--noise", action="store_true",
+        help="also feed the backbone three fixed SRM noise residuals (6 input channels)",
+    )  # fmt: skip
+    p.add_argument(
+        "--init", metavar="FILE",
+        help="start from these weights (tensors that fit; e.g. a trained model with another "
+        "--inner: only the attention starts fresh)",
+    )  # fmt: skip
+    p.add_argument(
+        "--init-skip", metavar="PREFIX", action="append", default=[],
+        help="with --init: leave tensors whose names start with PREFIX fresh (repeatable; "
+        "'position.' restarts the attention module)",
+    )  # fmt: skip
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
 
@@ -388,6 +402,7 @@ def run_train(args: argparse.Namespace) -> int:
             threads=args.threads, amp=args.amp, checkpoint_every=args.checkpoint_every,
             max_steps=args.max_steps, progress=not args.no_progress, device=args.device,
             detail_weight=args.detail_weight, score_weight=args.score_weight,
+            noise=args.noise, init=args.init, init_skip=tuple(args.init_skip),
         )  # fmt: skip
         summary = train_tamper(cfg, resume=args.resume)
     except ValueError as err:

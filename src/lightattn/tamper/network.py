@@ -77,6 +77,43 @@ class OutputHead(nn.Module):
         return self.conv.macs(h, w) + conv_macs(self.out, h, w)[0]
 
 
+SRM_KERNELS = (
+    ((0, 0, 0, 0, 0), (0, -1, 2, -1, 0), (0, 2, -4, 2, 0), (0, -1, 2, -1, 0), (0, 0, 0, 0, 0)),
+    ((-1, 2, -2, 2, -1), (2, -6, 8, -6, 2), (-2, 8, -12, 8, -2), (2, -6, 8, -6, 2),
+     (-1, 2, -2, 2, -1)),
+    ((0, 0, 0, 0, 0), (0, 0, 0, 0, 0), (0, 1, -2, 1, 0), (0, 0, 0, 0, 0), (0, 0, 0, 0, 0)),
+)  # fmt: skip
+SRM_SCALES = (4.0, 12.0, 2.0)
+SRM_CLIP = 3.0  # residual truncation, in 8-bit grey levels
+
+
+class NoiseResidual(nn.Module):
+    """Fixed SRM high-pass residuals (Fridrich & Kodovsky, "Rich Models for Steganalysis of
+    Digital Images", 2012; the three used by RGB-N, Zhou et al., CVPR 2018) as extra input
+    channels: (B, 3, H, W) in [0, 1] -> (B, 6, H, W) = RGB and three residuals of the grey
+    image (in 8-bit levels, edge-replicated borders, clipped to +-3 and divided by 3).
+
+    A pasted region keeps the noise, resampling and JPEG-block statistics of its source;
+    these filters suppress the content so the first convolution sees them. No parameters.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        kernels = torch.tensor(SRM_KERNELS, dtype=torch.float32)
+        kernels = kernels / torch.tensor(SRM_SCALES).view(3, 1, 1)
+        self.register_buffer("kernels", kernels.unsqueeze(1) * 255.0 / 3.0, persistent=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        grey = x.mean(1, keepdim=True)
+        padded = F.pad(grey, (2, 2, 2, 2), mode="replicate")
+        residual = F.conv2d(padded, self.kernels.to(x.dtype)).clamp(-1.0, 1.0)
+        return torch.cat([x, residual], dim=1)
+
+    @staticmethod
+    def macs(h: int, w: int) -> int:
+        return 3 * 25 * h * w
+
+
 class ChannelAttention(nn.Module):
     """Channel attention module (CAM), Fu et al., "Dual Attention Network for Scene
     Segmentation", CVPR 2019: (B, C, H, W) -> (B, C, H, W).
@@ -127,6 +164,9 @@ class StdcTamper(nn.Module):
       "score_logits": (B,) image-level logits,
       "detail_logits": (B, 1, ceil(H/8), ceil(W/8)), in train mode only (detail guidance).
 
+    `noise=True` feeds the backbone the RGB image and three fixed SRM noise residuals
+    (`NoiseResidual`, 6 input channels; off by default, as STDC).
+
     Path: `STDCNet` features f8, f16, f32 (strides 8, 16, 32). The position attention module
     (`create_attention("position", C, inner=inner, **inner_kwargs)`: DANet's PAM, its N x N
     attention replaced by the registered mechanism `inner`; inner=None keeps DANet's own
@@ -153,12 +193,17 @@ class StdcTamper(nn.Module):
         channel_attention: bool = False,
         attention_at: int = 16,
         conv_last: bool = False,
+        noise: bool = False,
     ) -> None:
         super().__init__()
         kwargs = check_inner(inner, inner_kwargs)
         if attention_at not in (16, 32):
             raise ValueError(f"attention_at={attention_at!r} must be 16 or 32")
-        self.backbone = STDCNet(variant, width, conv_last=conv_last)
+        if not isinstance(noise, bool):
+            raise ValueError(f"noise={noise!r} must be True or False")
+        self.noise = NoiseResidual() if noise else None
+        in_chans = 6 if noise else 3
+        self.backbone = STDCNet(variant, width, conv_last=conv_last, in_chans=in_chans)
         self.variant, self.width, self.inner = self.backbone.variant, self.backbone.width, inner
         self.attention_at = attention_at
         c8, c16, c32 = self.backbone.channels[2:]
@@ -195,7 +240,7 @@ class StdcTamper(nn.Module):
 
     def forward(self, x: Tensor) -> dict[str, Tensor]:
         check_image(x)
-        feats = self.backbone(x)
+        feats = self.backbone(x if self.noise is None else self.noise(x))
         f8, f16, f32 = feats[2:]
         if self.attention_at == 16:
             f16 = self._attend(f16)
@@ -218,6 +263,7 @@ class StdcTamper(nn.Module):
         (h8, w8), (h16, w16), (h32, w32) = self.backbone.feature_sizes(h, w)[2:]
         ah, aw = (h16, w16) if self.attention_at == 16 else (h32, w32)
         total = self.backbone.macs(h, w) + self.position.macs(ah, aw)
+        total += NoiseResidual.macs(h, w) if self.noise is not None else 0
         if self.channel is not None:
             total += ChannelAttention.macs(ah, aw, self.position.dim)
         total += self.arm32.macs(h32, w32) + self.global_context.macs(1, 1)

@@ -170,13 +170,14 @@ class STDCNet(nn.Module):
         width: float = 1.0,
         block_num: int = 4,
         conv_last: bool = False,
+        in_chans: int = 3,
     ) -> None:
         super().__init__()
         self.variant = check_variant(variant)
         self.width = check_width(width)
         b = scaled(BASE, self.width)
         self.channels = [b // 2, b, 4 * b, 8 * b, 16 * b]
-        self.stem2 = ConvNormAct(3, b // 2, 3, stride=2)
+        self.stem2 = ConvNormAct(in_chans, b // 2, 3, stride=2)
         self.stem4 = ConvNormAct(b // 2, b, 3, stride=2)
         stages = []
         for i, depth in enumerate(VARIANTS[self.variant]):

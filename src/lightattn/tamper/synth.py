@@ -13,8 +13,14 @@ regenerated alone. Kinds (probabilities in :data:`KIND_P`):
 
 Region shapes are object-like: unions of SLIC superpixels, closed Bezier blobs or polygons.
 Pasting is hard (no feathering), so before post-processing the mask is exactly the set of
-replaced pixels. Post-processing (all kinds, authentic included): down-and-up resampling,
-Gaussian blur, Gaussian noise, JPEG at quality 60-100.
+replaced pixels. A region is either resampled (rotated by up to 30 degrees and scaled by
+0.7-1.3) or, with probability :data:`PLAIN_SHIFT_P`, moved by a whole-pixel shift only (an
+exact copy, as in most CASIA splices); either way it lands at an offset unrelated to the 8x8
+JPEG grid. Compression history: each source crop (host and donor alike) is first saved as a
+JPEG of its own quality (:func:`camera_jpeg`, as photos come from cameras and the web), so a
+pasted region carries another quality and a shifted block grid. Post-processing (all kinds,
+authentic included): down-and-up resampling, Gaussian blur, Gaussian noise, JPEG at quality
+60-100.
 
 Source photos: any folder (:func:`load_photos`) or, by default, the photographs bundled
 with scikit-image and scikit-learn (:func:`default_photos`). :func:`write_synthetic_set`
@@ -35,6 +41,9 @@ from skimage.segmentation import slic
 
 KINDS = ("splice", "copymove", "removal", "authentic")
 KIND_P = (0.35, 0.30, 0.15, 0.20)
+PLAIN_SHIFT_P = 0.4  # regions moved by a whole-pixel shift only (no resampling)
+CAMERA_JPEG_P = 0.85  # source crops saved as a JPEG before the manipulation
+CAMERA_QUALITY = (65, 97)  # range of that first quality (upper end excluded)
 PHOTO_EXTS = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp"}
 Photos = list[tuple[str, np.ndarray]]
 
@@ -190,13 +199,21 @@ def random_mask(
 
 
 def _affine(
-    shape: tuple[int, int], rng: np.random.Generator, shift: tuple[float, float] = (0, 0)
+    centre: tuple[float, float], shift: tuple[float, float], rng: np.random.Generator
 ) -> np.ndarray:
-    """A 2x3 matrix: rotation (+-30 deg) and scale (0.7-1.3) about the centre, then a shift."""
-    h, w = shape
-    m = cv2.getRotationMatrix2D((w / 2, h / 2), rng.uniform(-30, 30), rng.uniform(0.7, 1.3))
+    """A 2x3 matrix moving ``centre`` (x, y) by ``shift``: with probability PLAIN_SHIFT_P a
+    whole-pixel translation only, else also a rotation (+-30 deg) and scale (0.7-1.3)."""
+    if rng.random() < PLAIN_SHIFT_P:
+        return np.array([[1.0, 0.0, round(shift[0])], [0.0, 1.0, round(shift[1])]])
+    m = cv2.getRotationMatrix2D(centre, rng.uniform(-30, 30), rng.uniform(0.7, 1.3))
     m[:, 2] += shift
     return m
+
+
+def _random_shift(shape: tuple[int, int], rng: np.random.Generator) -> tuple[float, float]:
+    """(dx, dy) up to a quarter of the width and height."""
+    h, w = shape
+    return float(rng.uniform(-0.25, 0.25) * w), float(rng.uniform(-0.25, 0.25) * h)
 
 
 def _warp(img: np.ndarray, m: np.ndarray, nearest: bool = False) -> np.ndarray:
@@ -224,7 +241,8 @@ def _paste(host: np.ndarray, patch: np.ndarray, mask: np.ndarray) -> np.ndarray:
 def splice(host: np.ndarray, donor: np.ndarray, rng: np.random.Generator) -> tuple:
     """Paste an object-like region of ``donor`` (warped, maybe colour-matched) into ``host``."""
     mask = random_mask(donor, rng)
-    m = _affine(host.shape[:2], rng)
+    h, w = host.shape[:2]
+    m = _affine((w / 2, h / 2), _random_shift((h, w), rng), rng)
     patch, mask = _warp(donor, m), _warp(mask, m, nearest=True)
     if not mask.any():
         mask = polygon_mask(host.shape[:2], rng, 0.05)
@@ -243,8 +261,7 @@ def copy_move(host: np.ndarray, rng: np.random.Generator) -> tuple:
     ext = max(np.ptp(ys), np.ptp(xs)) + 1
     if np.hypot(ty - cy, tx - cx) < 0.6 * ext:  # keep the copy away from its source
         ty, tx = (cy + h / 2) % h, (cx + w / 2) % w
-    m = cv2.getRotationMatrix2D((cx, cy), rng.uniform(-30, 30), rng.uniform(0.7, 1.3))
-    m[:, 2] += (tx - cx, ty - cy)
+    m = _affine((cx, cy), (tx - cx, ty - cy), rng)
     mask = _warp(src, m, nearest=True)
     if not mask.any():
         return splice(host, host[::-1, ::-1].copy(), rng)
@@ -272,10 +289,23 @@ def post_process(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         noise = rng.normal(0, rng.uniform(1, 6), img.shape)
         img = np.clip(img + noise, 0, 255).round().astype(np.uint8)
     if rng.random() < 0.8:
-        buf = io.BytesIO()
-        Image.fromarray(img).save(buf, "JPEG", quality=int(rng.integers(60, 101)))
-        img = np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
+        img = jpeg(img, int(rng.integers(60, 101)))
     return np.ascontiguousarray(img)
+
+
+def jpeg(img: np.ndarray, quality: int) -> np.ndarray:
+    """``img`` (H, W, 3) uint8 saved as a JPEG of ``quality`` and decoded again."""
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, "JPEG", quality=quality)
+    return np.ascontiguousarray(np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB")))
+
+
+def camera_jpeg(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A source crop's own compression history: with probability CAMERA_JPEG_P a JPEG of a
+    random quality in CAMERA_QUALITY (grid aligned with the crop), else unchanged."""
+    if rng.random() >= CAMERA_JPEG_P:
+        return img
+    return jpeg(img, int(rng.integers(*CAMERA_QUALITY)))
 
 
 def generate(
@@ -292,7 +322,7 @@ def generate(
     rng = np.random.default_rng([seed, index])
     hw = _size(size)
     i = int(rng.integers(len(photos)))
-    host = random_crop(photos[i][1], hw, rng)
+    host = camera_jpeg(random_crop(photos[i][1], hw, rng), rng)
     kind = str(rng.choice(KINDS, p=KIND_P))
     donor = ""
     mask = np.zeros(hw, np.uint8)
@@ -300,7 +330,8 @@ def generate(
         j = int(rng.integers(len(photos) - 1)) if len(photos) > 1 else 0
         j = j + (j >= i) if len(photos) > 1 else 0
         donor = photos[j][0]
-        img, mask = splice(host, random_crop(photos[j][1], hw, rng), rng)
+        donor_crop = camera_jpeg(random_crop(photos[j][1], hw, rng), rng)
+        img, mask = splice(host, donor_crop, rng)
     elif kind == "copymove":
         img, mask = copy_move(host, rng)
     elif kind == "removal":

@@ -76,10 +76,14 @@ class TamperTrainConfig:
     device: str = "auto"
     detail_weight: float = 1.0
     score_weight: float = 0.2
+    noise: bool = False
+    init: str | None = None
+    init_skip: tuple[str, ...] = ()
 
     def model_kwargs(self) -> dict[str, Any]:
         """The `create_tamper_model` arguments of this run."""
-        return {"variant": self.variant, "width": self.width, "inner": self.inner}
+        kwargs = {"variant": self.variant, "width": self.width, "inner": self.inner}
+        return kwargs | ({"noise": True} if self.noise else {})
 
 
 @dataclass
@@ -180,6 +184,23 @@ def load_dataset(cfg: TamperTrainConfig) -> TamperDataset:
 
 
 # loss ------------------------------------------------------------------------------------
+def load_init(model: nn.Module, path: str, skip: tuple[str, ...] = ()) -> dict[str, int]:
+    """Start `model` from the weights in `path` (any lightattn weights file): every tensor
+    whose name and shape fit is copied, except names starting with a prefix in `skip`; the
+    rest (e.g. another `inner`'s) keep their fresh initialisation. Returns the counts;
+    ValueError when nothing fits."""
+    state, _ = read_weights(path)
+    own = model.state_dict()
+    fits = {
+        k: v for k, v in state.items()
+        if k in own and own[k].shape == v.shape and not k.startswith(skip)
+    }  # fmt: skip
+    if not fits:
+        raise ValueError(f"init={path!r}: no tensor fits this network")
+    model.load_state_dict(fits, strict=False)
+    return {"loaded": len(fits), "fresh": len(own) - len(fits), "unused": len(state) - len(fits)}
+
+
 def tamper_loss(
     out: dict[str, Tensor], mask: Tensor, detail_weight: float, score_weight: float
 ) -> tuple[Tensor, dict[str, float]]:
@@ -263,7 +284,13 @@ class TamperTrainer(ResumableRun):
         self.data = load_dataset(cfg)
         self.train_idx, self.val_idx = split_indices(self.data.names, Path(cfg.data), cfg.seed)
         self.crops = CropDataset(self.data, cfg.img_size, cfg.seed)
-        self.model = create_tamper_model(**cfg.model_kwargs()).to(self.dist.device)
+        self.model = create_tamper_model(**cfg.model_kwargs())
+        self.init_report = (
+            load_init(self.model, cfg.init, tuple(cfg.init_skip))
+            if cfg.init and not resume
+            else None
+        )
+        self.model.to(self.dist.device)
         if cfg.batch_size % self.dist.world:
             raise ValueError(
                 f"batch_size={cfg.batch_size} (global) is not divisible by the "
@@ -406,6 +433,8 @@ class TamperTrainer(ResumableRun):
             "final_val_f1": last.get("val_f1", float("nan")), "seconds": seconds,
             "train_images": len(self.train_idx), "val_images": len(self.val_idx),
         }  # fmt: skip
+        if self.init_report is not None:
+            summary["init"] = {"from": self.cfg.init, **self.init_report}
         if self.dist.main:
             self._save(self.out / WEIGHTS_FINAL, self.last_val, summary=summary)
             (self.out / "summary.json").write_text(json.dumps(summary, indent=2))
