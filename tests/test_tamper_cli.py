@@ -334,7 +334,10 @@ def test_measure_rows_and_table():
     add_f1(result, {"linear": 0.25})
     table = markdown_table(result)
     assert "**linear** (default)" in table and "0.250" in table and "| – |" in table
-    assert "GMACs 64²" in table and "interleaved" in table
+    assert "GMACs 64²" in table and "interleaved" in table and "pixel F1 (CASIA)" in table
+    add_f1(result, {"linear": 0.3}, label="F1 (fine-tuned)")
+    table = markdown_table(result)
+    assert "| F1 (fine-tuned) |" in table and "0.300" in table
     with pytest.raises(ValueError):
         measure(variants, sizes=(16,), threads=1, rounds=1)
 

@@ -172,8 +172,11 @@ def add_ratios(rows: list[dict[str, Any]], sizes: Sequence[int]) -> None:
             cell["ratio"] = cell["ms"] / base["sizes"][str(s)]["ms"]
 
 
-def add_f1(result: dict[str, Any], f1: dict[str, float]) -> None:
-    """Attach pixel F1 figures (label -> F1) to the rows of ``result``."""
+def add_f1(result: dict[str, Any], f1: dict[str, float], label: str | None = None) -> None:
+    """Attach pixel F1 figures (label -> F1) to the rows of ``result``; ``label`` names
+    the column (default "pixel F1 (CASIA)")."""
+    if label:
+        result["f1_label"] = label
     for r in result["rows"]:
         if r["label"] in f1:
             r["f1"] = f1[r["label"]]
@@ -194,7 +197,7 @@ def markdown_table(result: dict[str, Any]) -> str:
     head = ["inner (position attention)", "params"]
     for s in sizes:
         head += [f"GMACs {s}²", f"ms {s}² best (× default)", f"ms {s}² median", f"peak MB {s}²"]
-    head += ["pixel F1 (CASIA)"] if with_f1 else []
+    head += [result.get("f1_label", "pixel F1 (CASIA)")] if with_f1 else []
     lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
     for r in result["rows"]:
         label = f"**{r['label']}** (default)" if r["default"] else r["label"]
