@@ -354,6 +354,13 @@ def test_bench_cli_writes_table_and_rejects_bad_input(tmp_path, capsys):
 
     rows = json.loads((out / "efficiency.json").read_text())["rows"]
     assert [r["label"] for r in rows] == ["none (DANet N×N)", "linear"]
+    (tmp_path / "good.json").write_text('{"linear": 0.2, "none": 0.1}')
+    code = main(["tamper", "bench", "--inner", "linear", "none", "--sizes", "48", "--rounds",
+                 "1", "--threads", "1", "--f1", str(tmp_path / "good.json"), "--f1-label",
+                 "F1 tuned", "--out", str(out)])  # fmt: skip
+    md = (out / "efficiency.md").read_text()
+    assert code == 0 and "| F1 tuned |" in md and "0.200 |" in md and "0.100 |" in md
+    assert "--f1-label 'F1 tuned'" in md
     capsys.readouterr()
     (tmp_path / "f1.json").write_text("[1, 2]")
     for extra in (["--inner", "bogus"], ["--sizes", "16"], ["--f1", str(tmp_path / "f1.json")]):

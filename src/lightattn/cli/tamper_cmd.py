@@ -127,6 +127,7 @@ def add_bench_parser(tsub: argparse._SubParsersAction) -> None:
         "--f1", metavar="JSON",
         help="a JSON object {inner: pixel F1} to add as a column (e.g. from trained variants)",
     )  # fmt: skip
+    p.add_argument("--f1-label", default=None, help="that column's title (pixel F1 (CASIA))")
 
 
 def add_serve_parser(tsub: argparse._SubParsersAction) -> None:
@@ -330,7 +331,9 @@ def run_bench(args: argparse.Namespace) -> int:
         raise UsageError(f"lightattn tamper bench: error: {err}") from err
     if f1:
         eff.add_f1(
-            result, {eff.DANET_LABEL if k.lower() == "none" else k: v for k, v in f1.items()}
+            result,
+            {eff.DANET_LABEL if k.lower() == "none" else k: v for k, v in f1.items()},
+            args.f1_label,
         )
     print(eff.markdown_table(result), end="")
     if args.out:
@@ -347,6 +350,8 @@ def bench_command(args: argparse.Namespace) -> str:
         parts.append("--inner " + " ".join(args.inner))
     if args.f1:
         parts.append(f"--f1 {args.f1}")
+    if args.f1_label:
+        parts.append(f"--f1-label '{args.f1_label}'")
     return " ".join(parts + [f"--out {args.out}"])
 
 
