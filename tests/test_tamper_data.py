@@ -264,3 +264,14 @@ def test_camera_jpeg_gives_sources_their_own_block_grid() -> None:
     step = np.abs(np.diff(once.astype(float), axis=1)).mean((0, 2))  # step[j]: col j -> j+1
     across, inside = step[7::8].mean(), np.delete(step, np.s_[7::8]).mean()
     assert across > 1.5 * inside, (across, inside)  # blocking: jumps at the 8x8 borders
+
+
+def test_worker_processes_write_the_same_files(tmp_path: Path) -> None:
+    one = write_synthetic_set(None, 12, tmp_path / "one", seed=5, size=48, workers=1).parent
+    two = write_synthetic_set(None, 12, tmp_path / "two", seed=5, size=48, workers=2).parent
+    names = sorted(p.relative_to(one) for p in one.rglob("*") if p.is_file())
+    assert len(names) == 25 and names == sorted(p.relative_to(two) for p in two.rglob("*")
+                                                if p.is_file())  # fmt: skip
+    assert all((one / n).read_bytes() == (two / n).read_bytes() for n in names)
+    with pytest.raises(ValueError, match="workers=0"):
+        write_synthetic_set(None, 2, tmp_path / "bad", workers=0)

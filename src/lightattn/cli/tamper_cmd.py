@@ -164,6 +164,10 @@ def add_synth_parser(tsub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--size", type=positive_int, default=512, help="sample side (512)")
     p.add_argument("--val-fraction", type=float, default=0.2)
+    p.add_argument(
+        "--workers", type=positive_int, default=1,
+        help="processes writing samples (same files for any number; 1)",
+    )  # fmt: skip
 
 
 def add_train_parser(tsub: argparse._SubParsersAction) -> None:
@@ -385,7 +389,7 @@ def run_synth(args: argparse.Namespace) -> int:
 
     try:
         manifest = write_synthetic_set(
-            args.photos, args.n, args.out, args.seed, args.size, args.val_fraction
+            args.photos, args.n, args.out, args.seed, args.size, args.val_fraction, args.workers
         )
     except ValueError as err:
         raise UsageError(f"lightattn tamper synth: error: {err}") from err
