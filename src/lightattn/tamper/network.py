@@ -101,7 +101,7 @@ class NoiseResidual(nn.Module):
         super().__init__()
         kernels = torch.tensor(SRM_KERNELS, dtype=torch.float32)
         kernels = kernels / torch.tensor(SRM_SCALES).view(3, 1, 1)
-        self.register_buffer("kernels", kernels.unsqueeze(1) * 255.0 / 3.0, persistent=False)
+        self.register_buffer("kernels", kernels.unsqueeze(1) * 255.0 / SRM_CLIP, persistent=False)
 
     def forward(self, x: Tensor) -> Tensor:
         grey = x.mean(1, keepdim=True)

@@ -183,7 +183,6 @@ def load_dataset(cfg: TamperTrainConfig) -> TamperDataset:
     return TamperDataset(root)
 
 
-# loss ------------------------------------------------------------------------------------
 def load_init(model: nn.Module, path: str, skip: tuple[str, ...] = ()) -> dict[str, int]:
     """Start `model` from the weights in `path` (any lightattn weights file): every tensor
     whose name and shape fit is copied, except names starting with a prefix in `skip`; the
@@ -201,6 +200,7 @@ def load_init(model: nn.Module, path: str, skip: tuple[str, ...] = ()) -> dict[s
     return {"loaded": len(fits), "fresh": len(own) - len(fits), "unused": len(state) - len(fits)}
 
 
+# loss ------------------------------------------------------------------------------------
 def tamper_loss(
     out: dict[str, Tensor], mask: Tensor, detail_weight: float, score_weight: float
 ) -> tuple[Tensor, dict[str, float]]:
