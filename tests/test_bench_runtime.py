@@ -124,3 +124,17 @@ def test_cli_rejects_onnxruntime_with_backward(capsys):
     assert main(["bench", "--runtime", "onnxruntime", "--backward"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "not with --backward" in err
+
+
+def test_ort_columns_come_last_in_both_kinds_of_row() -> None:
+    from dataclasses import fields
+
+    from lightattn.bench.results import ModelRow, OrtColumns, Row
+
+    ort = [f.name for f in fields(OrtColumns)]
+    assert ort[0] == "runtime" and len(ort) == 8
+    for row in (Row, ModelRow):
+        names = [f.name for f in fields(row)]
+        assert names[-len(ort) :] == ort and len(set(names)) == len(names), row
+    assert [f.name for f in fields(Row)][:2] == ["mechanism", "settings"]
+    assert [f.name for f in fields(ModelRow)][:2] == ["model", "family"]

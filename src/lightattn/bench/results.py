@@ -82,11 +82,24 @@ class BenchConfig:
 
 
 @dataclass
-class Row:
-    """One (mechanism, size) case. Times in ms per call (the whole batch), memory in bytes.
-    `mechanism` is the row's label: the registered name `attention`, or a variant's label.
-    `macs` is what the module computes (padding included), `useful_macs` what its math needs;
-    GFLOP/s and %GEMM are from the useful ones."""
+class OrtColumns:
+    """The onnxruntime columns of both kinds of row (`--runtime onnxruntime`). A row class
+    lists it first among its bases, so these fields come last in the row (dataclass fields
+    follow the reversed MRO) and in results.csv / results.json."""
+
+    runtime: str = "eager"
+    ort_time_ms: float | None = None
+    ort_min_ms: float | None = None
+    ort_max_ms: float | None = None
+    ort_iqr_ms: float | None = None
+    ort_runs: int = 0
+    ort_vs_eager: float | None = None  # ORT median / eager median (< 1: ORT faster)
+    ort_max_abs_diff: float | None = None  # max |ORT - eager| on the case's input
+
+
+@dataclass
+class _RowColumns:
+    """The columns of a `Row` before the onnxruntime ones."""
 
     mechanism: str
     settings: dict[str, Any]
@@ -129,14 +142,14 @@ class Row:
     ref_speedup: float | None = None
     vs_baseline: float | None = None
     compare_ratio: float | None = None
-    runtime: str = "eager"
-    ort_time_ms: float | None = None
-    ort_min_ms: float | None = None
-    ort_max_ms: float | None = None
-    ort_iqr_ms: float | None = None
-    ort_runs: int = 0
-    ort_vs_eager: float | None = None  # ORT median / eager median (< 1: ORT faster)
-    ort_max_abs_diff: float | None = None  # max |ORT - eager| on the case's input
+
+
+@dataclass
+class Row(OrtColumns, _RowColumns):
+    """One (mechanism, size) case. Times in ms per call (the whole batch), memory in bytes.
+    `mechanism` is the row's label: the registered name `attention`, or a variant's label.
+    `macs` is what the module computes (padding included), `useful_macs` what its math needs;
+    GFLOP/s and %GEMM are from the useful ones."""
 
     @property
     def size(self) -> str:
@@ -183,10 +196,8 @@ MODEL_CONFIG_FIELDS = (
 
 
 @dataclass
-class ModelRow:
-    """One (model, batch, size) case of a whole model. Times in ms per call (the whole
-    batch), memory in bytes; `macs_per_image` is `model.macs(H, W)` (what it computes for one
-    image), `macs` that × batch; GFLOP/s and %GEMM are from `macs`."""
+class _ModelRowColumns:
+    """The columns of a `ModelRow` before the onnxruntime ones."""
 
     model: str
     family: str
@@ -218,14 +229,13 @@ class ModelRow:
     gemm_fraction: float | None = None
     peak_mem_bytes: int | None = None
     compare_ratio: float | None = None
-    runtime: str = "eager"
-    ort_time_ms: float | None = None
-    ort_min_ms: float | None = None
-    ort_max_ms: float | None = None
-    ort_iqr_ms: float | None = None
-    ort_runs: int = 0
-    ort_vs_eager: float | None = None  # ORT median / eager median (< 1: ORT faster)
-    ort_max_abs_diff: float | None = None  # max |ORT - eager| on the case's input
+
+
+@dataclass
+class ModelRow(OrtColumns, _ModelRowColumns):
+    """One (model, batch, size) case of a whole model. Times in ms per call (the whole
+    batch), memory in bytes; `macs_per_image` is `model.macs(H, W)` (what it computes for one
+    image), `macs` that × batch; GFLOP/s and %GEMM are from `macs`."""
 
     @property
     def size(self) -> str:
